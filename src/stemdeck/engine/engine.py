@@ -1,0 +1,257 @@
+"""Engine: the mixer's state, its command ring, and ``render(out)``.
+
+Threads:
+
+- ``render`` runs on the audio thread (the compiled PortAudio callback calls
+  the same kernel through :attr:`callback_address`), or on the one thread
+  doing an offline render. It never takes the GIL, allocates or blocks.
+- Every other method is for the one control thread that owns the engine
+  (single producer). They only build command records and push them; none
+  touches the state the kernel mixes from.
+- :meth:`events` / :meth:`stats` are for the control or reporter thread
+  (single consumer of the event ring).
+
+Samples are added off the audio thread (:meth:`add_sample` keeps a reference
+to the array), swapped in by an ``OP_BIND`` command, and handed back through
+an ``EV_SLOT_RELEASED`` event once no voice and no buffer ID uses them; only
+then is the reference dropped, so memory is never freed under the callback.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stemdeck.engine import commands as C
+from stemdeck.engine import layout as L
+from stemdeck.engine import kernel
+from stemdeck.engine.dsp import eq as eqdsp
+from stemdeck.errors import CommandError
+
+SAMPLE_RATES = (44100, 48000)
+SAMPLE_FORMATS = {np.dtype(np.float32): L.FMT_F32, np.dtype(np.int16): L.FMT_I16,
+                  np.dtype(np.int32): L.FMT_I32}
+
+
+class Engine:
+    """Four decks of stems, mixed block by block by one compiled function."""
+
+    def __init__(self, sample_rate: int = 44100, *, max_block: int = 8192,
+                 max_voices: int = L.DEFAULT_VOICES, max_slots: int = L.DEFAULT_SLOTS,
+                 ring_size: int = 8192, base_bpm: float = 120.0):
+        if sample_rate not in SAMPLE_RATES:
+            raise CommandError(f"sample rate {sample_rate} Hz is not supported; use 44100 or 48000")
+        self.sample_rate = int(sample_rate)
+        self.max_block = int(max_block)
+        self.state = L.State.allocate(self.sample_rate, self.max_block, max_voices,
+                                      max_slots, ring_size, base_bpm)
+        self.state.eq_coefs[:] = eqdsp.isolator_coefficients(self.sample_rate)
+        self._samples: dict[int, object] = {}        # slot -> array kept alive for the kernel
+        self._free_slots = list(range(max_slots - 1, -1, -1))
+        self._seq = 0
+
+    # -- the render path ---------------------------------------------------
+    def render(self, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (frames x 2, float32, C-contiguous, 1..max_block frames)
+        with the next block of the mix; commands due inside it apply at their
+        exact frame."""
+        if out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != 2 or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous (frames, 2) float32 array")
+        if not 0 < out.shape[0] <= self.max_block:
+            raise ValueError(f"block of {out.shape[0]} frames; 1..{self.max_block} allowed")
+        kernel.render_state(out, self.state.table)
+        return out
+
+    @property
+    def frame(self) -> int:
+        """Frames rendered so far (the engine's clock)."""
+        return int(self.state.counters[L.CT_FRAME])
+
+    @property
+    def callback_address(self) -> int:
+        """Address of the compiled PortAudio callback (``PaStreamCallback``)."""
+        return kernel.portaudio_callback().address
+
+    @property
+    def userdata_address(self) -> int:
+        """The ``userData`` pointer the callback expects: the state table."""
+        return self.state.table.ctypes.data
+
+    # -- samples -------------------------------------------------------------
+    def add_sample(self, data: np.ndarray) -> int:
+        """Register audio (frames x channels, 1 or 2 channels, float32/int16/int32,
+        C-contiguous; int formats are full-scale PCM) and return its slot.
+        The engine keeps a reference until the slot is released."""
+        if data.ndim == 1:
+            data = data.reshape(-1, 1)
+        fmt = SAMPLE_FORMATS.get(data.dtype)
+        if fmt is None:
+            raise CommandError(f"sample format {data.dtype} is not supported")
+        if data.shape[1] not in (1, 2) or data.shape[0] < 1:
+            raise CommandError(f"sample shape {data.shape}: need frames x 1 or 2 channels")
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        if not self._free_slots:
+            self._reclaim()
+            if not self._free_slots:
+                raise CommandError("no free sample slot: free some buffers first")
+        slot = self._free_slots.pop()
+        self._samples[slot] = data
+        row = self.state.slots[slot]
+        row[L.SL_ADDR] = data.ctypes.data
+        row[L.SL_FRAMES] = data.shape[0]
+        row[L.SL_CHANNELS] = data.shape[1]
+        row[L.SL_FORMAT] = fmt
+        return slot
+
+    def discard_slot(self, slot: int) -> None:
+        """Give back a slot that was added but never bound."""
+        self._samples.pop(slot, None)
+        self._free_slots.append(slot)
+
+    def sample_of(self, slot: int):
+        return self._samples.get(slot)
+
+    # -- commands (control thread) ---------------------------------------------
+    def post(self, op: int, target: float = 0.0, a: float = 0.0, b: float = 0.0, c: float = 0.0,
+             d: float = 0.0, e: float = 0.0, f: float = 0.0, *, at: int | None = None) -> bool:
+        """Push one command record; ``at`` is an absolute frame (None: next block).
+        Returns False (and counts it) when the ring is full: never blocks."""
+        self._seq += 1
+        frame = C.ASAP if at is None else float(at)
+        ok = kernel.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op),
+                              float(target), a, b, c, d, e, f)
+        if not ok:
+            self.state.counters[L.CT_DROPPED] += 1
+        return ok
+
+    def bind(self, buffer_id: int, slot: int, deck: int | None = None, *, at=None) -> bool:
+        self._check_buffer(buffer_id)
+        deck = C.deck_for_buffer(buffer_id) if deck is None else self._check_deck(deck)
+        return self.post(C.OP_BIND, buffer_id, slot, deck, at=at)
+
+    def unbind(self, buffer_id: int, *, at=None) -> bool:
+        return self.post(C.OP_UNBIND, self._check_buffer(buffer_id), at=at)
+
+    def play(self, buffer_id: int, *, rate: float = 1.0, volume: float = 1.0, loop: bool = False,
+             start: float = 0.0, section: tuple[float, float] | None = None, at=None) -> bool:
+        """Start (or restart, with a declick) the stem in ``buffer_id``.
+        ``start`` is a fraction 0..1 of the buffer; ``section`` is (start s, duration s)."""
+        self._check_buffer(buffer_id)
+        rate = _finite("rate", rate, 0.25, 4.0)
+        volume = _finite("volume", volume, 0.0, 4.0)
+        start = _finite("start position", start, 0.0, 1.0)
+        sec_start, sec_dur = -1.0, 0.0
+        if section is not None:
+            sec_start = _finite("section start", section[0], 0.0, 1e7)
+            sec_dur = _finite("section duration", section[1], 1e-3, 1e7)
+        return self.post(C.OP_PLAY, buffer_id, rate, volume, C.PLAY_LOOP if loop else 0,
+                         start, sec_start, sec_dur, at=at)
+
+    def stop(self, buffer_id: int, *, at=None) -> bool:
+        return self.post(C.OP_STOP, self._check_buffer(buffer_id), at=at)
+
+    def stop_all(self, *, at=None) -> bool:
+        return self.post(C.OP_STOP_ALL, at=at)
+
+    def stop_deck(self, deck: int, *, at=None) -> bool:
+        return self.post(C.OP_DECK_STOP, self._check_deck(deck), at=at)
+
+    def set_volume(self, buffer_id: int, volume: float, *, ramp: float = 0.0, at=None) -> bool:
+        return self.post(C.OP_VOLUME, self._check_buffer(buffer_id), _finite("volume", volume, 0.0, 4.0),
+                         self._ramp_frames(ramp), at=at)
+
+    def set_rate(self, buffer_id: int, rate: float, *, at=None) -> bool:
+        return self.post(C.OP_RATE, self._check_buffer(buffer_id), _finite("rate", rate, 0.25, 4.0), at=at)
+
+    def set_source_bpm(self, buffer_id: int, bpm: float, *, at=None) -> bool:
+        """The stem's own tempo; its rate then follows master tempo / bpm (0: ignore tempo)."""
+        bpm = 0.0 if bpm == 0 else _finite("bpm", bpm, 20.0, 400.0)
+        return self.post(C.OP_VOICE_BPM, self._check_buffer(buffer_id), bpm, at=at)
+
+    def set_deck_level(self, deck: int, level: float, *, ramp: float = 0.0, at=None) -> bool:
+        return self.post(C.OP_DECK_LEVEL, self._check_deck(deck), _finite("level", level, 0.0, 4.0),
+                         self._ramp_frames(ramp), at=at)
+
+    def set_deck_eq(self, deck: int, band: int, gain: float, *, ramp: float = 0.0, at=None) -> bool:
+        """``gain`` is linear (0 = kill, 1 = flat, 2 = +6 dB); see dsp.eq.knob_to_gain."""
+        if band not in (0, 1, 2):
+            raise CommandError(f"EQ band {band!r}: use 0 (low), 1 (mid) or 2 (high)")
+        return self.post(C.OP_DECK_EQ, self._check_deck(deck), band,
+                         _finite("EQ gain", gain, 0.0, eqdsp.MAX_GAIN), self._ramp_frames(ramp), at=at)
+
+    def set_crossfader_gains(self, gain_a: float, gain_b: float, *, ramp: float = 0.0, at=None) -> bool:
+        return self.post(C.OP_XFADE, 0, _finite("deck A gain", gain_a, 0.0, 4.0),
+                         _finite("deck B gain", gain_b, 0.0, 4.0), self._ramp_frames(ramp), at=at)
+
+    def set_master(self, volume: float, *, ramp: float = 0.0, at=None) -> bool:
+        return self.post(C.OP_MASTER, 0, _finite("master volume", volume, 0.0, 4.0),
+                         self._ramp_frames(ramp), at=at)
+
+    def set_tempo(self, bpm: float, *, ramp: float = 0.0, at=None) -> bool:
+        """Master tempo; stems with a source bpm follow it. ``ramp`` in seconds."""
+        return self.post(C.OP_TEMPO, 0, _finite("bpm", bpm, 20.0, 400.0), self._ramp_frames(ramp), at=at)
+
+    def set_limiter(self, enabled: bool) -> None:
+        """Switch the master limiter (on by default). Control thread; read per block."""
+        self.state.params[L.P_LIMITER_ON] = 1.0 if enabled else 0.0
+
+    # -- feedback (control / reporter thread) ----------------------------------------
+    def events(self) -> list[tuple[int, float, float, float]]:
+        """Drain the engine's events; slots it released are freed here."""
+        out = []
+        for kind, a, b, c in kernel.events_drain(self.state.events, self.state.events_index):
+            kind = int(kind)
+            if kind == C.EV_SLOT_RELEASED:
+                self._samples.pop(int(a), None)
+                self._free_slots.append(int(a))
+            out.append((kind, a, b, c))
+        return out
+
+    def _reclaim(self) -> None:
+        self.events()
+
+    def stats(self) -> dict:
+        """Counters for status replies and reports (a consistent-enough snapshot)."""
+        ct = self.state.counters
+        return {
+            "frame": int(ct[L.CT_FRAME]),
+            "blocks": int(ct[L.CT_BLOCKS]),
+            "voices": int(ct[L.CT_VOICES]),
+            "commands": int(ct[L.CT_APPLIED]),
+            "late_commands": int(ct[L.CT_LATE]),
+            "dropped_commands": int(ct[L.CT_DROPPED]),
+            "pending_overflow": int(ct[L.CT_PENDING_FULL]),
+            "events_dropped": int(ct[L.CT_EVENTS_DROPPED]),
+            "limiter_active_blocks": int(ct[L.CT_LIMITING]),
+            "bpm": float(self.state.clock[L.CK_BPM]),
+            "beats": float(self.state.clock[L.CK_BEATS]),
+            "samples": len(self._samples),
+        }
+
+    # -- validation ---------------------------------------------------------------
+    def _check_buffer(self, buffer_id) -> int:
+        if isinstance(buffer_id, bool) or not isinstance(buffer_id, (int, np.integer)) or \
+                not 0 <= buffer_id < L.MAX_BUFFER_IDS:
+            raise CommandError(f"buffer ID {buffer_id!r}: use an integer 0..{L.MAX_BUFFER_IDS - 1}")
+        return int(buffer_id)
+
+    def _check_deck(self, deck) -> int:
+        if isinstance(deck, bool) or not isinstance(deck, (int, np.integer)) or not 0 <= deck < C.DECKS:
+            raise CommandError(f"deck {deck!r}: use 0..3 (A..D)")
+        return int(deck)
+
+    def _ramp_frames(self, seconds: float) -> float:
+        seconds = _finite("ramp time", seconds, 0.0, 3600.0)
+        return float(round(seconds * self.sample_rate))
+
+
+def _finite(name: str, value, lo: float, hi: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CommandError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise CommandError(f"{name} {value!r} out of range {lo:g}..{hi:g}")
+    return v
