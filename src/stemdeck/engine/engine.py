@@ -53,13 +53,13 @@ class Engine:
 
     # -- the render path ---------------------------------------------------
     def render(self, out: np.ndarray) -> np.ndarray:
-        """Fill ``out`` (frames x 2, float32, C-contiguous, 1..max_block frames)
-        with the next block of the mix; commands due inside it apply at their
-        exact frame."""
+        """Fill ``out`` (frames x 2, float32, C-contiguous) with the next frames
+        of the mix; commands due inside it apply at their exact frame. Blocks
+        longer than ``max_block`` are rendered in pieces."""
         if out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != 2 or not out.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous (frames, 2) float32 array")
-        if not 0 < out.shape[0] <= self.max_block:
-            raise ValueError(f"block of {out.shape[0]} frames; 1..{self.max_block} allowed")
+        if out.shape[0] < 1:
+            raise ValueError("out must hold at least one frame")
         kernel.render_state(out, self.state.table)
         return out
 

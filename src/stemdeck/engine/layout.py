@@ -1,0 +1,143 @@
+"""The engine's state: preallocated numpy arrays and the table that points at them.
+
+Allocated once, on the control thread, before audio starts; read and written
+afterwards only by the render kernel, except where a field's comment names a
+control-thread writer (the sample table rows of slots not yet bound, the
+producer side of the command ring, and ``params``). The kernel reaches every
+array through ``State.table`` (one int64 row per array: address and shape),
+which is what the PortAudio callback receives as its ``userData`` pointer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from stemdeck.engine.commands import DECKS, EV_WIDTH, REC_WIDTH
+
+DEFAULT_VOICES = 512
+DEFAULT_SLOTS = 1024
+MAX_BUFFER_IDS = 8192
+DURATION_RING = 8192           # callback durations kept for percentiles (a power of two)
+PENDING = 4096                 # commands waiting for their frame inside the engine
+
+# sample formats in the slot table
+FMT_F32, FMT_I16, FMT_I32 = 0, 1, 2
+# slot table columns: written by control code before the slot is bound
+SL_ADDR, SL_FRAMES, SL_CHANNELS, SL_FORMAT = range(4)
+# slot reference counts (kernel only)
+SR_VOICES, SR_BOUND = range(2)
+# buffer table columns (kernel only): bound slot (-1 none), deck
+BF_SLOT, BF_DECK = range(2)
+
+# voice float columns
+(VF_POS, VF_RATE, VF_GAIN, VF_GAIN_TGT, VF_GAIN_STEP, VF_GAIN_REM, VF_ENV, VF_ENV_STEP,
+ VF_LO, VF_HI, VF_START_FRAME, NVF) = range(12)
+# voice int columns
+VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, NVI = range(6)
+V_FREE, V_PLAYING, V_STOPPING = 0, 1, 2
+
+# ramped knobs: rows of (current, target, step, frames remaining)
+R_MASTER = 0
+R_LEVEL = 1                    # + deck
+R_XFADE = R_LEVEL + DECKS      # + deck (C and D stay at 1)
+R_EQ = R_XFADE + DECKS         # + deck * 3 + band
+NRAMPS = R_EQ + 3 * DECKS
+RP_CUR, RP_TGT, RP_STEP, RP_REM = range(4)
+
+# un-ramped parameters the control thread may write directly (read once per block)
+P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, NPARAMS = range(5)
+
+# clock: bpm now, target, step per frame, frames of ramp left, beats elapsed, base bpm
+CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = range(7)
+
+# counters (int64). The producer writes only CT_DROPPED; everything else is the kernel's.
+(CT_FRAME, CT_BLOCKS, CT_VOICES, CT_APPLIED, CT_LATE, CT_DROPPED, CT_PENDING_FULL,
+ CT_EVENTS_DROPPED, CT_LIMITING, CT_PENDING, CT_CALLBACKS, CT_UNDERFLOWS, CT_OVERRUNS,
+ CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, NCOUNTERS) = range(17)
+
+# the EQ: seven biquads per channel (see dsp/eq.py), five coefficients each
+EQ_BIQUADS = 7
+# limiter state: gain, release coefficient, threshold
+LM_GAIN, LM_RELEASE, LM_THRESHOLD, NLIMITER = range(4)
+
+# ring index arrays keep writer and reader 64 bytes apart (no false sharing)
+IX_WRITE, IX_READ = 0, 8
+
+
+@dataclass
+class State:
+    """Every array the kernel mixes from; the field order is the table order."""
+    counters: np.ndarray
+    params: np.ndarray
+    clock: np.ndarray
+    ramps: np.ndarray
+    voices_f: np.ndarray
+    voices_i: np.ndarray
+    slots: np.ndarray
+    slot_refs: np.ndarray
+    buffers: np.ndarray
+    buffer_bpm: np.ndarray
+    ring: np.ndarray
+    ring_index: np.ndarray
+    pending: np.ndarray
+    events: np.ndarray
+    events_index: np.ndarray
+    eq_coefs: np.ndarray
+    eq_state: np.ndarray
+    bus: np.ndarray
+    limiter: np.ndarray
+    durations: np.ndarray
+    deck_active: np.ndarray
+    table: np.ndarray = None
+
+    @classmethod
+    def allocate(cls, sample_rate, max_block, max_voices, max_slots, ring_size, base_bpm):
+        if ring_size & (ring_size - 1):
+            raise ValueError("ring_size must be a power of two")
+        s = cls(
+            counters=np.zeros(NCOUNTERS, np.int64),
+            params=np.zeros(NPARAMS, np.float64),
+            clock=np.zeros(NCLOCK, np.float64),
+            ramps=np.zeros((NRAMPS, 4), np.float64),
+            voices_f=np.zeros((max_voices, NVF), np.float64),
+            voices_i=np.zeros((max_voices, NVI), np.int64),
+            slots=np.zeros((max_slots, 4), np.int64),
+            slot_refs=np.zeros((max_slots, 2), np.int64),
+            buffers=np.full((MAX_BUFFER_IDS, 2), -1, np.int64),
+            buffer_bpm=np.zeros(MAX_BUFFER_IDS, np.float64),
+            ring=np.zeros((ring_size, REC_WIDTH), np.float64),
+            ring_index=np.zeros(16, np.int64),
+            pending=np.zeros((PENDING, REC_WIDTH), np.float64),
+            events=np.zeros((1024, EV_WIDTH), np.float64),
+            events_index=np.zeros(16, np.int64),
+            eq_coefs=np.zeros((EQ_BIQUADS, 5), np.float64),
+            eq_state=np.zeros((DECKS, EQ_BIQUADS, 2, 2), np.float64),
+            bus=np.zeros((DECKS, max_block, 2), np.float32),
+            limiter=np.zeros(NLIMITER, np.float64),
+            durations=np.zeros(DURATION_RING, np.float32),
+            deck_active=np.zeros(DECKS, np.int64),
+        )
+        s.counters[CT_SAMPLE_RATE] = sample_rate
+        s.params[P_LIMITER_ON] = 1.0
+        s.params[P_DECLICK] = round(0.005 * sample_rate)       # 5 ms start/stop/seam fades
+        s.params[P_DEFAULT_RAMP] = round(0.005 * sample_rate)  # 5 ms knob ramps: no zipper noise
+        s.clock[CK_BPM] = s.clock[CK_BPM_TGT] = s.clock[CK_BASE_BPM] = base_bpm
+        for r in range(NRAMPS):
+            s.ramps[r, RP_CUR] = s.ramps[r, RP_TGT] = 1.0
+        s.limiter[LM_GAIN] = 1.0
+        # release toward unity gain with a 100 ms time constant
+        s.limiter[LM_RELEASE] = 1.0 - np.exp(-1.0 / (0.1 * sample_rate))
+        s.limiter[LM_THRESHOLD] = 10 ** (-0.3 / 20)           # -0.3 dBFS
+        s.table = s._build_table()
+        return s
+
+    def _build_table(self) -> np.ndarray:
+        arrays = [getattr(self, f.name) for f in fields(self) if f.name != "table"]
+        table = np.zeros((len(arrays), 5), np.int64)  # address, then up to 4 dims
+        for i, a in enumerate(arrays):
+            assert a.flags.c_contiguous
+            table[i, 0] = a.ctypes.data
+            table[i, 1:1 + a.ndim] = a.shape
+        return table

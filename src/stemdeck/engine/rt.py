@@ -1,0 +1,86 @@
+"""Real-time primitives numba lacks: raw addresses as arrays, atomic ring
+indices, a monotonic clock. Compiled into the render kernel; any thread.
+
+- ``address_as_pointer``: an int64 address -> ``void*`` for ``numba.carray``
+  (how the kernel reaches samples and its own state through the table).
+- ``load_acquire`` / ``store_release``: the SPSC rings publish a record by
+  storing the index after the record with release ordering; the reader loads
+  it with acquire ordering. x86 would not need it; ARM boards (Pi 4) do.
+- ``monotonic_ns``: clock_gettime(CLOCK_MONOTONIC) from libc, no GIL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def address_as_pointer(typingctx, address):
+    sig = types.voidptr(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return sig, codegen
+
+
+def _element_pointer(context, builder, arrty, arr, index):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arrty, ary, [index])
+
+
+@intrinsic
+def load_acquire(typingctx, arr, index):
+    sig = types.int64(arr, index)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, index, value):
+    sig = types.void(arr, index, value)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(val, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_LONG = ir.IntType(8 * ctypes.sizeof(ctypes.c_long))  # timespec fields are C longs
+_CLOCK_MONOTONIC = 1  # Linux
+
+
+@intrinsic
+def _clock_monotonic_ns(typingctx):
+    """Calls libc's clock_gettime by symbol name (resolved when the JIT links),
+    not through a ctypes pointer, so functions using it stay cacheable."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), _LONG.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        ts = cgutils.alloca_once(builder, _LONG, size=2)
+        builder.call(fn, [ir.Constant(ir.IntType(32), _CLOCK_MONOTONIC), ts])
+        sec = builder.sext(builder.load(ts), ir.IntType(64))
+        nsec = builder.sext(builder.load(builder.gep(ts, [ir.Constant(ir.IntType(32), 1)])), ir.IntType(64))
+        return builder.add(builder.mul(sec, ir.Constant(ir.IntType(64), 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def monotonic_ns():
+    """Nanoseconds on the monotonic clock (the same clock as time.monotonic_ns)."""
+    return _clock_monotonic_ns()
