@@ -197,6 +197,32 @@ class Engine:
         """Switch the master limiter (on by default). Control thread; read per block."""
         self.state.params[L.P_LIMITER_ON] = 1.0 if enabled else 0.0
 
+    def run_callback(self, out: np.ndarray, status_flags: int = 0) -> None:
+        """What the PortAudio callback does (telemetry, render, record), for a
+        backend that drives the engine from its own thread (the null backend)."""
+        kernel.run_callback(out, status_flags, self.state.table)
+
+    def set_recording(self, enabled: bool) -> None:
+        """Start/stop copying the master output into the record ring."""
+        self.state.params[L.P_RECORD] = 1.0 if enabled else 0.0
+
+    def drain_recording(self, out: np.ndarray) -> int:
+        """Writer thread (the ring's one consumer): copy recorded frames into
+        ``out`` (frames x 2 float32); returns how many."""
+        return kernel.record_drain(self.state.record, self.state.record_index, out)
+
+    def make_late(self, microseconds: float) -> None:
+        """Test hook: the next callback busy-waits this long before rendering."""
+        self.state.params[L.P_SPIN_US] = float(microseconds)
+
+    def callback_durations(self) -> np.ndarray:
+        """The most recent callback durations in nanoseconds (a copy, oldest first)."""
+        idx = int(self.state.counters[L.CT_DUR_INDEX])
+        ring = self.state.durations
+        n = min(idx, len(ring))
+        order = (np.arange(idx - n, idx)) & (len(ring) - 1)
+        return ring[order].astype(np.float64)
+
     # -- feedback (control / reporter thread) ----------------------------------------
     def events(self) -> list[tuple[int, float, float, float]]:
         """Drain the engine's events; slots it released are freed here."""
@@ -225,6 +251,11 @@ class Engine:
             "pending_overflow": int(ct[L.CT_PENDING_FULL]),
             "events_dropped": int(ct[L.CT_EVENTS_DROPPED]),
             "limiter_active_blocks": int(ct[L.CT_LIMITING]),
+            "callbacks": int(ct[L.CT_CALLBACKS]),
+            "underflows": int(ct[L.CT_UNDERFLOWS]),
+            "overruns": int(ct[L.CT_OVERRUNS]),
+            "callback_max_ns": int(ct[L.CT_MAX_NS]),
+            "record_dropped_frames": int(ct[L.CT_RECORD_DROPPED]),
             "bpm": float(self.state.clock[L.CK_BPM]),
             "beats": float(self.state.clock[L.CK_BEATS]),
             "samples": len(self._samples),

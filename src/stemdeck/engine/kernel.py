@@ -35,8 +35,8 @@ JIT = dict(nogil=True, cache=True, error_model="numpy")
 # positions of the arrays in the state tuple (the State field order)
 (S_COUNTERS, S_PARAMS, S_CLOCK, S_RAMPS, S_VF, S_VI, S_SLOTS, S_SLOT_REFS, S_BUFFERS,
  S_BUFFER_BPM, S_RING, S_RING_INDEX, S_PENDING, S_EVENTS, S_EVENTS_INDEX, S_EQ_COEFS,
- S_EQ_STATE, S_BUS, S_LIMITER, S_DURATIONS, S_DECK_ACTIVE) = range(21)
-N_ARRAYS = 21
+ S_EQ_STATE, S_BUS, S_LIMITER, S_DURATIONS, S_DECK_ACTIVE, S_RECORD, S_RECORD_INDEX) = range(23)
+N_ARRAYS = 23
 
 PA_OUTPUT_UNDERFLOW = 0x4  # PaStreamCallbackFlags: paOutputUnderflow
 I16_SCALE = 1.0 / 32768.0
@@ -78,6 +78,8 @@ def unpack(table):
         carray(_p(t, 18), (t[18, 1],), np.float64),
         carray(_p(t, 19), (t[19, 1],), np.float32),
         carray(_p(t, 20), (t[20, 1],), np.int64),
+        carray(_p(t, 21), (t[21, 1], t[21, 2]), np.float32),
+        carray(_p(t, 22), (t[22, 1],), np.int64),
     )
 
 
@@ -719,6 +721,46 @@ PA_CALLBACK_SIG = types.intc(types.voidptr, types.voidptr, _ULONG, types.voidptr
 
 
 @njit(**JIT)
+def _record(st, out, frames):
+    """Copy the block into the record ring for the writer thread; a full ring
+    drops the block and counts it (the callback never waits for the disk)."""
+    ring = st[S_RECORD]
+    index = st[S_RECORD_INDEX]
+    cap = ring.shape[0]
+    w = index[L.IX_WRITE]
+    if w + frames - load_acquire(index, L.IX_READ) > cap:
+        st[S_COUNTERS][L.CT_RECORD_DROPPED] += frames
+        return
+    for i in range(frames):
+        row = (w + i) & (cap - 1)
+        ring[row, 0] = out[i, 0]
+        ring[row, 1] = out[i, 1]
+    store_release(index, L.IX_WRITE, w + frames)
+
+
+@njit(nogil=True, cache=True)
+def record_drain(ring, index, out):
+    """Writer thread: copy up to len(out) recorded frames into ``out``; returns the count."""
+    w = load_acquire(index, L.IX_WRITE)
+    r = index[L.IX_READ]
+    cap = ring.shape[0]
+    k = min(w - r, out.shape[0])
+    for i in range(k):
+        row = (r + i) & (cap - 1)
+        out[i, 0] = ring[row, 0]
+        out[i, 1] = ring[row, 1]
+    store_release(index, L.IX_READ, r + k)
+    return k
+
+
+@njit(**JIT)
+def run_callback(out, flags, table):
+    """The callback's whole body (telemetry, render, record) for backends
+    that drive the engine from their own thread (null backend)."""
+    _callback_body(out, out.shape[0], flags, table)
+
+
+@njit(**JIT)
 def _callback_body(out, frames, flags, table):
     st = unpack(table)
     counters = st[S_COUNTERS]
@@ -740,6 +782,8 @@ def _callback_body(out, frames, flags, table):
         k = min(max_block, frames - done)
         render_block(st, out[done:done + k], k)
         done += k
+    if params[L.P_RECORD] != 0.0:
+        _record(st, out, frames)
     dur = monotonic_ns() - t0
     idx = counters[L.CT_DUR_INDEX]
     durations[idx & (durations.shape[0] - 1)] = np.float32(dur)

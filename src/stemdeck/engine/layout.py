@@ -20,6 +20,7 @@ DEFAULT_VOICES = 512
 DEFAULT_SLOTS = 1024
 MAX_BUFFER_IDS = 8192
 DURATION_RING = 8192           # callback durations kept for percentiles (a power of two)
+RECORD_RING = 1 << 18          # frames of master output buffered for --record (~6 s)
 PENDING = 4096                 # commands waiting for their frame inside the engine
 
 # sample formats in the slot table
@@ -47,7 +48,7 @@ NRAMPS = R_EQ + 3 * DECKS
 RP_CUR, RP_TGT, RP_STEP, RP_REM = range(4)
 
 # un-ramped parameters the control thread may write directly (read once per block)
-P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, NPARAMS = range(5)
+P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, NPARAMS = range(6)
 
 # clock: bpm now, target, step per frame, frames of ramp left, beats elapsed, base bpm
 CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = range(7)
@@ -55,7 +56,7 @@ CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = ran
 # counters (int64). The producer writes only CT_DROPPED; everything else is the kernel's.
 (CT_FRAME, CT_BLOCKS, CT_VOICES, CT_APPLIED, CT_LATE, CT_DROPPED, CT_PENDING_FULL,
  CT_EVENTS_DROPPED, CT_LIMITING, CT_PENDING, CT_CALLBACKS, CT_UNDERFLOWS, CT_OVERRUNS,
- CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, NCOUNTERS) = range(17)
+ CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, CT_RECORD_DROPPED, NCOUNTERS) = range(18)
 
 # the EQ: seven biquads per channel (see dsp/eq.py), five coefficients each
 EQ_BIQUADS = 7
@@ -90,6 +91,8 @@ class State:
     limiter: np.ndarray
     durations: np.ndarray
     deck_active: np.ndarray
+    record: np.ndarray
+    record_index: np.ndarray
     table: np.ndarray = None
 
     @classmethod
@@ -118,6 +121,8 @@ class State:
             limiter=np.zeros(NLIMITER, np.float64),
             durations=np.zeros(DURATION_RING, np.float32),
             deck_active=np.zeros(DECKS, np.int64),
+            record=np.zeros((RECORD_RING, 2), np.float32),
+            record_index=np.zeros(16, np.int64),
         )
         s.counters[CT_SAMPLE_RATE] = sample_rate
         s.params[P_LIMITER_ON] = 1.0
