@@ -1,0 +1,931 @@
+"""The Controller: applies validated control messages to the engine.
+
+One Controller serves the live OSC server and the offline score renderer
+alike, so a score sounds the way the same messages sound live.
+
+Threads: every method is for the one control thread that owns the
+:class:`~stemdeck.engine.engine.Engine` (the OSC receive loop, or the render
+loop), except that a loader's worker threads finish futures, which the
+Controller only collects in :meth:`Controller.poll` on the control thread.
+
+What it keeps (the engine keeps none of this):
+
+- buffer IDs: which are loading, ready or failed, their file, name, sample
+  slot and length; one decoded sample per file, shared by every buffer ID
+  that loads the same path;
+- a logical timeline in frames: which stem plays from which frame, looping
+  or until which frame, deck levels, tempo; used to decide ``/start_group``
+  and to know when a score's music ends;
+- time zero (``/reset``), the meter, the cued decks.
+
+Times: a message carries ``at``, the engine frame it takes effect at
+(``None`` = as soon as possible). Relative times (``/play``, ``/fade``,
+``/start_group``) become frames here, never timers. A command for a buffer
+whose load is still running waits in a queue, in arrival order, and runs
+when the load completes; only a buffer never requested is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from stemdeck.control import spec
+from stemdeck.errors import CommandError, MediaError
+
+log = logging.getLogger("stemdeck.control")
+
+DEFAULT_VOLUME = 0.8          # crowdstream's /play_stem, /play and /cue volume
+DEFAULT_FADE = 2.0
+TONE_LEVEL = 0.25             # -12 dBFS
+TONE_FADE_S = 0.005
+MOVEMENT_NORM = 0.6           # crowdstream: typical maximum of /dance/total_movement
+MOVEMENT_MIN_BPM = 80.0
+MOVEMENT_GLIDE_S = 1.0        # ~ crowdstream's per-block smoothing (factor 0.98 at 1024 frames)
+
+
+# -- loaders ------------------------------------------------------------------------------------
+
+def decode(path: str, sample_rate: int):
+    """Decode a file to (frames, 2) float32 at ``sample_rate``; notes are logged."""
+    from stemdeck.media.decode import load_audio_with_notes
+
+    audio, notes = load_audio_with_notes(path, sample_rate)
+    for note in notes:
+        log.warning("%s", note)
+    return audio
+
+
+class ImmediateLoader:
+    """Decodes on the calling thread: the future is done when ``submit`` returns.
+    For scores (a load completes before the next line) and tests."""
+
+    def __init__(self, load: Callable[[str, int], Any] = decode):
+        self.load = load
+
+    def submit(self, path: str, sample_rate: int) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(self.load(path, sample_rate))
+        except Exception as exc:  # the reason goes back to the client as /fail
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadedLoader:
+    """Decodes on worker threads (the live server): ``submit`` returns at once;
+    the Controller collects finished loads in :meth:`Controller.poll`."""
+
+    def __init__(self, workers: int = 1, load: Callable[[str, int], Any] = decode):
+        self.load = load
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stemdeck-loader")
+
+    def submit(self, path: str, sample_rate: int) -> Future:
+        return self._pool.submit(self.load, path, sample_rate)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class SampleShape:
+    """Stands in for a decoded sample when only its length matters (planning)."""
+
+    def __init__(self, frames: int, channels: int = 2):
+        self.shape = (int(frames), channels)
+
+
+class ProbeLoader:
+    """Reads only a file's header and returns a :class:`SampleShape` of the
+    length it will have at ``sample_rate``: lets a renderer check a score's
+    files and plan its length without holding every decoded file in memory."""
+
+    def submit(self, path: str, sample_rate: int) -> Future:
+        future: Future = Future()
+        try:
+            from stemdeck.media.decode import probe
+
+            info = probe(path)
+            frames = math.ceil(info.frames * sample_rate / info.samplerate)
+            future.set_result(SampleShape(frames))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+# -- a stand-in engine ----------------------------------------------------------------------------
+
+class RecordingEngine:
+    """The Engine's control API without audio: records every command.
+
+    For planning a render (how long the score's music lasts, which files are
+    missing) and for tests that check what a message posts."""
+
+    def __init__(self, sample_rate: int = 44100, base_bpm: float = 120.0):
+        self.sample_rate = int(sample_rate)
+        self.base_bpm = float(base_bpm)
+        self.frame = 0
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self._next_slot = 0
+        self._samples: dict[int, Any] = {}
+
+    def add_sample(self, data) -> int:
+        slot = self._next_slot
+        self._next_slot += 1
+        self._samples[slot] = data
+        self.calls.append(("add_sample", (slot, data.shape), {}))
+        return slot
+
+    def discard_slot(self, slot: int) -> None:
+        self._samples.pop(slot, None)
+
+    def sample_of(self, slot):
+        return self._samples.get(slot)
+
+    def events(self):
+        return []
+
+    def stats(self) -> dict:
+        return {"frame": self.frame, "voices": 0, "late_commands": 0, "bpm": self.base_bpm,
+                "beats": 0.0, "samples": len(self._samples)}
+
+    def __getattr__(self, name):
+        if name in _ENGINE_COMMANDS:
+            def record(*args, **kwargs):
+                self.calls.append((name, args, kwargs))
+                return True
+            return record
+        raise AttributeError(name)
+
+
+_ENGINE_COMMANDS = frozenset({
+    "bind", "unbind", "play", "stop", "stop_all", "stop_deck", "set_volume", "set_rate",
+    "set_source_bpm", "set_deck_level", "set_deck_eq", "set_crossfader_gains", "set_master",
+    "set_tempo", "set_limiter",
+})
+
+
+# -- bookkeeping records ------------------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    """Where and when one message came from."""
+    at: int | None           # engine frame it takes effect at; None = as soon as possible
+    now: int                 # the frame it counts as received at (logical timeline)
+    base: int                # time zero for relative times, captured on receipt
+    sender: Any = None
+    started_loads: set = field(default_factory=set)   # buffer IDs this message began loading
+    waited: bool = False     # it waited for a load
+
+
+@dataclass
+class BufferInfo:
+    id: int
+    path: str
+    name: str
+    key: str                 # the cache key (real path) shared with other buffers
+    state: str = "loading"   # loading | ready | failed
+    error: str = ""
+    slot: int | None = None
+    frames: int = 0
+    deck: int = 0
+
+
+@dataclass
+class _Sample:
+    key: str
+    slot: int
+    frames: int
+    users: set = field(default_factory=set)
+
+
+@dataclass
+class _Job:
+    key: str
+    path: str
+    future: Future
+    requests: list = field(default_factory=list)    # (BufferInfo, Ctx, done_address | None)
+
+
+@dataclass
+class _Voice:
+    """One stem on the logical timeline."""
+    buffer_id: int
+    deck: int
+    start: int               # frame it starts at
+    loop: bool
+    rate: float
+    volume: float
+    length: int              # source frames one pass plays
+    end: int | None = None   # frame a one-shot ends at
+
+    def playing_at(self, frame: int) -> bool:
+        return self.loop or self.end is None or frame < self.end
+
+
+class _Wait(Exception):
+    """Raised by a handler that needs buffers still loading; the message waits."""
+
+    def __init__(self, ids):
+        super().__init__(ids)
+        self.ids = set(ids)
+
+
+# -- the controller ---------------------------------------------------------------------------
+
+Reply = Callable[[Any, str, tuple], None]
+
+
+class Controller:
+    """Applies control messages (validated by :mod:`stemdeck.control.spec`) to an Engine.
+
+    ``engine``: an :class:`~stemdeck.engine.engine.Engine` (or a :class:`RecordingEngine`).
+    ``loader``: how files become samples: :class:`ImmediateLoader` (default;
+    scores, tests), :class:`ThreadedLoader` (live server), :class:`ProbeLoader` (planning).
+    ``reply(sender, address, args)``: sends a reply to whoever sent the message;
+    without it replies are kept in :attr:`replies`.
+    ``on_load_ready()``: called on a loader thread when a load finishes, so the
+    server can wake its control loop to call :meth:`poll`.
+    ``times_from``: ``"reset"`` (relative times count from the last ``/reset``)
+    or ``"receipt"`` (from when the message arrives, which is what crowdstream's
+    timer threads effectively did).
+    ``lookahead``: frames ahead of the engine's clock at which a live message
+    that posts several commands (a group start, two levels) schedules them
+    all, so they land on one frame even if the audio thread runs between
+    the posts; the server sets it to its block size (0: as soon as possible).
+    ``hooks``: server-only actions, ``{"notify": f(sender, on), "quit": f(sender),
+    "status": f() -> dict}`` (``status`` adds the fields only the server knows).
+    """
+
+    def __init__(self, engine, *, loader=None, reply: Reply | None = None,
+                 sample_rate: int | None = None, base_bpm: float = 120.0,
+                 follow_tempo: bool = True, times_from: str = "reset",
+                 on_load_ready: Callable[[], None] | None = None,
+                 lookahead: int = 0, hooks: dict | None = None):
+        if times_from not in ("reset", "receipt"):
+            raise ValueError("times_from must be 'reset' or 'receipt'")
+        self.engine = engine
+        self.loader = loader if loader is not None else ImmediateLoader()
+        self.sample_rate = int(sample_rate or engine.sample_rate)
+        if self.sample_rate != engine.sample_rate:
+            raise ValueError(f"sample_rate {self.sample_rate} differs from the engine's "
+                             f"{engine.sample_rate}")
+        self.reply_to = reply
+        self.replies: list[tuple[Any, str, tuple]] = []
+        self.base_bpm = float(base_bpm)
+        self.follow_tempo = follow_tempo
+        self.times_from = times_from
+        self.on_load_ready = on_load_ready
+        self.hooks = dict(hooks or {})
+        self.lookahead = int(lookahead)
+
+        self.buffers: dict[int, BufferInfo] = {}
+        self._samples: dict[str, _Sample] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._deferred: list[tuple[spec.Call, Ctx, set]] = []
+        self._tone: tuple | None = None          # ((freq, seconds), frames) bound now
+
+        # logical state
+        self.time_zero = 0               # frame of the last /reset
+        self.meter = 4
+        self.print_clock = False
+        self.armed: dict[int, tuple[int, float]] = {}   # deck -> (buffer ID, start_pos)
+        self.levels = [1.0, 1.0, 1.0, 1.0]
+        self.eq = [[1.0, 1.0, 1.0] for _ in range(4)]
+        self.bpm = self.base_bpm
+        self.movement = 0.0
+        self.voices: dict[int, _Voice] = {}
+        self.last_frame = 0              # the latest frame any command touches
+        self._beat_zero = 0.0
+        self._emitted: list[tuple[str, tuple]] | None = None
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def handle(self, address: str, args=(), *, at: int | None = None, sender=None):
+        """Validate and apply one message; returns the replies it produced now
+        (each ``(address, args)``; also sent through ``reply``). A message that
+        waits for a load answers later, from :meth:`poll`."""
+        self._emitted = out = []
+        try:
+            try:
+                call = spec.parse(address, args)
+            except CommandError as exc:
+                where = address if isinstance(address, str) else "?"
+                self._fail(sender, where, _strip(where, str(exc)))
+                return out
+            self.dispatch(call, at=at, sender=sender)
+        finally:
+            self._emitted = None
+        return out
+
+    def dispatch(self, call: spec.Call, *, at: int | None = None, sender=None):
+        """Apply an already validated message (the score reader validates first)."""
+        now = int(at) if at is not None else int(self.engine.frame)
+        base = self.time_zero if self.times_from == "reset" else now
+        ctx = Ctx(at=None if at is None else int(at), now=now, base=base, sender=sender)
+        self._run(call, ctx)
+
+    def poll(self) -> int:
+        """Finish loads that completed on loader threads (control thread only).
+        Returns how many loads finished."""
+        done = 0
+        while True:
+            try:
+                key = self._finished.get_nowait()
+            except queue.Empty:
+                break
+            job = self._jobs.get(key)
+            if job is not None and job.future.done():
+                self._complete(job)
+                done += 1
+        return done
+
+    @property
+    def loading(self) -> int:
+        """Loads still running."""
+        return len(self._jobs)
+
+    @property
+    def waiting(self) -> int:
+        """Messages waiting for a load."""
+        return len(self._deferred)
+
+    def close(self) -> None:
+        self.loader.close()
+
+    # -- dispatch internals ------------------------------------------------------------------------
+
+    def _run(self, call: spec.Call, ctx: Ctx):
+        handler = getattr(self, "on_" + call.message.handler)
+        try:
+            handler(ctx, **call.values)
+        except _Wait as wait:
+            ctx.waited = True
+            self._deferred.append((call, ctx, wait.ids))
+        except (CommandError, MediaError) as exc:
+            self._fail(ctx.sender, call.address, _strip(call.address, str(exc)))
+        except Exception as exc:  # a bug must not take the server down; say so loudly
+            log.exception("%s failed", call.address)
+            self._fail(ctx.sender, call.address, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _run_deferred(self):
+        progressed = True
+        while progressed and self._deferred:
+            progressed = False
+            for i, (call, ctx, ids) in enumerate(self._deferred):
+                if any(self._is_loading(b) for b in ids):
+                    continue
+                del self._deferred[i]
+                self._run(call, ctx)
+                progressed = True
+                break
+
+    def _emit(self, sender, address: str, *args):
+        if self._emitted is not None:
+            self._emitted.append((address, args))
+        if self.reply_to is not None:
+            self.reply_to(sender, address, args)
+        else:
+            self.replies.append((sender, address, args))
+
+    def _fail(self, sender, address: str, reason: str):
+        log.warning("/fail %s %s", address, reason)
+        self._emit(sender, "/fail", address, reason)
+
+    def _done(self, sender, address: str, *args):
+        self._emit(sender, "/done", address, *args)
+
+    # -- time -------------------------------------------------------------------------------------
+
+    def _rel(self, ctx: Ctx, seconds: float) -> tuple[int | None, int]:
+        """Seconds after time zero -> (engine ``at``, logical frame). A time
+        already past runs at once (not reported late: it was never scheduled)."""
+        frame = ctx.base + round(seconds * self.sample_rate)
+        if frame <= ctx.now:
+            return ctx.at, ctx.now
+        return frame, frame
+
+    def _together(self, at: int | None) -> int | None:
+        """The ``at`` for several commands that must land on one frame."""
+        if at is None and self.lookahead > 0:
+            return int(self.engine.frame) + self.lookahead
+        return at
+
+    def _touch(self, frame: int):
+        self.last_frame = max(self.last_frame, int(frame))
+
+    # -- buffers and loading ----------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return os.path.realpath(os.path.expanduser(path))
+
+    def _is_loading(self, buffer_id: int) -> bool:
+        buf = self.buffers.get(buffer_id)
+        return buf is not None and buf.state == "loading"
+
+    def _require(self, buffer_id: int) -> BufferInfo:
+        buf = self.buffers.get(buffer_id)
+        if buf is None:
+            raise CommandError(f"buffer {buffer_id} is not loaded: send /load_buffer "
+                               f"{buffer_id} <path> first")
+        if buf.state == "loading":
+            raise _Wait({buffer_id})
+        if buf.state == "failed":
+            raise CommandError(f"buffer {buffer_id} failed to load: {buf.error}")
+        return buf
+
+    def _release(self, buffer_id: int, ctx: Ctx):
+        """Empty a buffer ID (stopping what it plays), as a reload or cleanup does."""
+        old = self.buffers.pop(buffer_id, None)
+        self.voices.pop(buffer_id, None)
+        if old is None:
+            return
+        if old.state == "ready":
+            self.engine.unbind(buffer_id, at=ctx.at)
+            sample = self._samples.get(old.key)
+            if sample is not None:
+                sample.users.discard(buffer_id)
+                if not sample.users:
+                    del self._samples[old.key]   # the engine frees it once its voices let go
+
+    def _load(self, buffer_id: int, path: str, name: str | None, ctx: Ctx,
+              done_address: str | None) -> BufferInfo:
+        """Start loading ``path`` into ``buffer_id``; ``done_address`` gets /done or /fail."""
+        self._release(buffer_id, ctx)
+        key = self._key(path)
+        if name is None:
+            name = os.path.splitext(os.path.basename(path))[0]
+        buf = BufferInfo(buffer_id, path, name, key, deck=_deck_of(buffer_id))
+        self.buffers[buffer_id] = buf
+        ctx.started_loads.add(buffer_id)
+        sample = self._samples.get(key)
+        if sample is not None:                       # the same file: reuse its sample
+            self._bind(buf, sample, ctx, done_address)
+            return buf
+        job = self._jobs.get(key)
+        if job is None:
+            job = _Job(key, path, self.loader.submit(path, self.sample_rate))
+            self._jobs[key] = job
+            job.requests.append((buf, ctx, done_address))
+            if job.future.done():
+                self._complete(job)
+            else:
+                job.future.add_done_callback(lambda _f, k=key: self._load_finished(k))
+        else:
+            job.requests.append((buf, ctx, done_address))
+        return buf
+
+    def _load_finished(self, key: str):
+        """Loader thread: hand the key to the control thread."""
+        self._finished.put(key)
+        if self.on_load_ready is not None:
+            self.on_load_ready()
+
+    def _complete(self, job: _Job):
+        """Control thread: the job's future is done; bind or fail its requests."""
+        self._jobs.pop(job.key, None)
+        current = [(b, c, d) for b, c, d in job.requests if self.buffers.get(b.id) is b]
+        error = job.future.exception()
+        sample = None
+        if error is None and current:
+            data = job.future.result()
+            try:
+                slot = self.engine.add_sample(data)
+            except CommandError as exc:
+                error = exc
+            else:
+                sample = _Sample(job.key, slot, int(data.shape[0]))
+                self._samples[job.key] = sample
+        for buf, ctx, done_address in current:
+            if sample is not None:
+                self._bind(buf, sample, ctx, done_address)
+            else:
+                buf.state = "failed"
+                buf.error = _reason(error)
+                if done_address:
+                    self._fail(ctx.sender, done_address, f"buffer {buf.id}: {buf.error}")
+        self._run_deferred()
+
+    def _bind(self, buf: BufferInfo, sample: _Sample, ctx: Ctx, done_address: str | None):
+        self.engine.bind(buf.id, sample.slot, at=ctx.at)
+        if self.follow_tempo:
+            self.engine.set_source_bpm(buf.id, self.base_bpm, at=ctx.at)
+        sample.users.add(buf.id)
+        buf.state, buf.slot, buf.frames = "ready", sample.slot, sample.frames
+        self._touch(ctx.now)
+        if done_address:
+            self._done(ctx.sender, done_address, buf.id)
+
+    def _load_if_needed(self, buffer_id: int, path: str, name: str, ctx: Ctx) -> BufferInfo:
+        """For /play and /cue: keep what the buffer holds when it is the same file."""
+        buf = self.buffers.get(buffer_id)
+        if buffer_id in ctx.started_loads and buf is not None:
+            return buf
+        if buf is not None and buf.key == self._key(path) and buf.state != "failed":
+            return buf
+        return self._load(buffer_id, path, name, ctx, None)
+
+    # -- the logical timeline ---------------------------------------------------------------------
+
+    def _tempo_ratio(self, buffer_id: int) -> float:
+        if buffer_id == spec.TEST_TONE_BUFFER or not self.follow_tempo:
+            return 1.0
+        return self.bpm / self.base_bpm
+
+    def _voice_start(self, buf_id: int, deck: int, frame: int, *, loop: bool, rate: float,
+                     volume: float, length: int):
+        v = _Voice(buf_id, deck, frame, loop, rate, volume, max(1, int(length)))
+        if not loop:
+            speed = rate * self._tempo_ratio(buf_id)
+            v.end = frame + math.ceil(v.length / speed)
+        self.voices[buf_id] = v
+        self._touch(frame)
+
+    def _retime(self, frame: int, old_ratio: float, new_ratio: float):
+        """The tempo changed at ``frame``: one-shots end sooner or later."""
+        for v in self.voices.values():
+            if v.loop or v.end is None or v.buffer_id == spec.TEST_TONE_BUFFER:
+                continue
+            if frame <= v.start:
+                v.end = v.start + math.ceil(v.length / (v.rate * new_ratio))
+            elif frame < v.end:
+                left = (v.end - frame) * v.rate * old_ratio
+                v.end = frame + math.ceil(left / (v.rate * new_ratio))
+
+    def playing(self, buffer_id: int, frame: int | None = None) -> bool:
+        """Whether the buffer plays at ``frame`` on the logical timeline."""
+        v = self.voices.get(buffer_id)
+        if v is None:
+            return False
+        return v.playing_at(self.engine.frame if frame is None else frame)
+
+    def plan(self) -> dict:
+        """When the music scheduled so far ends (for a renderer's default length):
+        ``end_frame`` (the last command, scheduled start or fade, and the end of
+        every one-shot stem) and ``loops``: looping stems still audible there."""
+        end = self.last_frame
+        loops = []
+        for v in self.voices.values():
+            if v.loop:
+                if v.volume > 0 and self.levels[v.deck] > 0:
+                    buf = self.buffers.get(v.buffer_id)
+                    loops.append((v.buffer_id, buf.name if buf else ""))
+            elif v.end is not None:
+                end = max(end, v.end)
+        return {"end_frame": end, "loops": sorted(loops)}
+
+    # -- status ----------------------------------------------------------------------------------------
+
+    def clock(self) -> tuple[int, int, float]:
+        """(bar, beat, beats since /reset): bar and beat 1-based."""
+        beats = float(self.engine.stats().get("beats", 0.0)) - self._beat_zero
+        beats = max(beats, 0.0)
+        whole = int(beats)
+        return whole // self.meter + 1, whole % self.meter + 1, beats
+
+    def status(self) -> dict:
+        st = self.engine.stats()
+        bar, beat, _ = self.clock()
+        info = {name: 0 for name, _, _ in spec.STATUS_FIELDS}
+        info.update(
+            sample_rate=self.sample_rate,
+            buffers_loaded=sum(1 for b in self.buffers.values() if b.state == "ready"),
+            voices_playing=int(st.get("voices", 0)),
+            bpm=float(st.get("bpm", self.bpm)),
+            beat=beat, bar=bar,
+            late_commands=int(st.get("late_commands", 0)),
+        )
+        extra = self.hooks.get("status")
+        if extra is not None:
+            info.update(extra())
+        return info
+
+    def status_args(self) -> tuple:
+        info = self.status()
+        return tuple(int(info[n]) if t == "i" else float(info[n])
+                     for n, t, _ in spec.STATUS_FIELDS)
+
+    def status_detail(self) -> dict:
+        from stemdeck.engine.dsp.eq import gain_to_knob
+
+        info = self.status()
+        info["meter"] = self.meter
+        info["loading"] = self.loading
+        info["decks"] = []
+        for d in range(4):
+            bufs = [b for b in self.buffers.values() if b.deck == d]
+            info["decks"].append({
+                "deck": spec.DECK_NAMES[d],
+                "level": self.levels[d],
+                "eq_percent": [round(gain_to_knob(g), 2) for g in self.eq[d]],
+                "cued": self.armed[d][0] if d in self.armed else None,
+                "buffers": [{"id": b.id, "name": b.name, "path": b.path, "state": b.state,
+                             "seconds": round(b.frames / self.sample_rate, 3),
+                             "playing": self.playing(b.id)} for b in sorted(bufs, key=lambda b: b.id)],
+            })
+        return info
+
+    # -- handlers: buffers and stems -------------------------------------------------------------------
+
+    def on_load_buffer(self, ctx, *, id, path, name):
+        if self._is_loading(id) and id not in ctx.started_loads:
+            raise _Wait({id})    # one load per buffer at a time, in arrival order
+        self._load(id, path, name, ctx, "/load_buffer")
+
+    def on_play_stem(self, ctx, *, id, rate, volume, loop, start_pos):
+        buf = self._require(id)
+        self.engine.play(id, rate=rate, volume=volume, loop=loop, start=start_pos, at=ctx.at)
+        length = buf.frames - min(int(start_pos * buf.frames), buf.frames - 1)
+        self._voice_start(id, buf.deck, ctx.now, loop=loop, rate=rate, volume=volume,
+                          length=buf.frames if loop else length)
+
+    def on_play_stem_section(self, ctx, *, id, rate, volume, loop, start, duration):
+        buf = self._require(id)
+        seconds = buf.frames / self.sample_rate
+        if start >= seconds:
+            raise CommandError(f"section start {start:g} s is past the end of buffer {id} "
+                               f"({seconds:.3f} s long)")
+        if duration is None or start + duration > seconds:
+            duration = seconds - start
+        self.engine.play(id, rate=rate, volume=volume, loop=loop, start=0.0,
+                         section=(start, duration), at=ctx.at)
+        self._voice_start(id, buf.deck, ctx.now, loop=loop, rate=rate, volume=volume,
+                          length=round(duration * self.sample_rate))
+
+    def on_stop_stem(self, ctx, *, id):
+        self._require(id)
+        self.engine.stop(id, at=ctx.at)
+        self.voices.pop(id, None)
+        self._touch(ctx.now)
+
+    def on_stem_volume(self, ctx, *, id, volume):
+        self._require(id)
+        self.engine.set_volume(id, volume, at=ctx.at)
+        v = self.voices.get(id)
+        if v is not None:
+            v.volume = volume
+        self._touch(ctx.now)
+
+    def on_mixer_cleanup(self, ctx):
+        self.engine.stop_all(at=ctx.at)
+        for buffer_id in list(self.buffers):
+            self._release(buffer_id, ctx)
+        if self._tone is not None:
+            self.engine.unbind(spec.TEST_TONE_BUFFER, at=ctx.at)
+            self._tone = None
+        self._samples.clear()
+        self.armed.clear()
+        self.voices.clear()
+        self._touch(ctx.now)
+        self._done(ctx.sender, "/mixer_cleanup")
+        self._run_deferred()       # messages waiting for abandoned loads now /fail
+
+    def on_test_tone(self, ctx, *, freq, seconds):
+        import numpy as np
+
+        key = (round(freq, 6), round(seconds, 6))
+        if self._tone is None or self._tone[0] != key:
+            # a new sample each time the tone changes: the engine frees the old one
+            # once nothing plays it (a cached slot could be freed under us)
+            n = max(2, round(seconds * self.sample_rate))
+            t = np.arange(n) / self.sample_rate
+            tone = TONE_LEVEL * np.sin(2 * np.pi * freq * t)
+            fade = min(n // 2, round(TONE_FADE_S * self.sample_rate))
+            if fade:
+                ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)
+                tone[:fade] *= ramp
+                tone[n - fade:] *= ramp[::-1]
+            data = np.ascontiguousarray(np.repeat(tone.astype(np.float32)[:, None], 2, axis=1))
+            slot = self.engine.add_sample(data)
+            self.engine.bind(spec.TEST_TONE_BUFFER, slot, 0, at=ctx.at)
+            self._tone = (key, n)
+        n = self._tone[1]
+        self.engine.play(spec.TEST_TONE_BUFFER, rate=1.0, volume=1.0, loop=False, at=ctx.at)
+        self._voice_start(spec.TEST_TONE_BUFFER, 0, ctx.now, loop=False, rate=1.0, volume=1.0,
+                          length=n)
+
+    # -- handlers: mixer --------------------------------------------------------------------------------
+
+    def _level(self, ctx, deck: int, level: float, ramp: float = 0.0, at=None, frame=None):
+        self.engine.set_deck_level(deck, level, ramp=ramp, at=ctx.at if at is None else at)
+        self.levels[deck] = level
+        self._touch((ctx.now if frame is None else frame) + round(ramp * self.sample_rate))
+
+    def on_crossfade_levels(self, ctx, *, a, b):
+        at = self._together(ctx.at)
+        self._level(ctx, 0, a, at=at)
+        self._level(ctx, 1, b, at=at)
+
+    def on_deck_levels(self, ctx, *, a, b, c, d):
+        at = self._together(ctx.at)
+        for deck, level in enumerate((a, b, c, d)):
+            if level is not spec.KEEP:
+                self._level(ctx, deck, level, at=at)
+
+    def _eq(self, ctx, deck: int, band: int, gain: float, at=None):
+        self.engine.set_deck_eq(deck, band, gain, at=ctx.at if at is None else at)
+        self.eq[deck][band] = gain
+        self._touch(ctx.now)
+
+    def on_deck_filter(self, ctx, *, deck, band, gain):
+        self._eq(ctx, deck, band, gain)
+
+    def on_deck_eq(self, ctx, *, deck, band, percent):
+        from stemdeck.engine.dsp.eq import knob_to_gain
+
+        self._eq(ctx, deck, band, knob_to_gain(percent))
+
+    def on_deck_eq_all(self, ctx, *, deck, low, mid, high):
+        from stemdeck.engine.dsp.eq import knob_to_gain
+
+        at = self._together(ctx.at)
+        for band, percent in enumerate((low, mid, high)):
+            self._eq(ctx, deck, band, knob_to_gain(percent), at=at)
+
+    # -- handlers: tempo and clock ------------------------------------------------------------------------
+
+    def _tempo(self, ctx, bpm: float, ramp: float):
+        old = self.bpm / self.base_bpm
+        self.engine.set_tempo(bpm, ramp=ramp, at=ctx.at)
+        self.bpm = bpm
+        if self.follow_tempo:
+            self._retime(ctx.now, old, bpm / self.base_bpm)
+        self._touch(ctx.now)
+
+    def on_set_tempo(self, ctx, *, bpm, ramp):
+        self._tempo(ctx, bpm, ramp)
+
+    def on_set_meter(self, ctx, *, beats):
+        self.meter = beats
+
+    def on_print_clock(self, ctx, *, on):
+        self.print_clock = on
+
+    def on_total_movement(self, ctx, *, value):
+        self.movement = value
+        self._tempo(ctx, movement_to_bpm(value, self.base_bpm), MOVEMENT_GLIDE_S)
+
+    # -- handlers: timed control --------------------------------------------------------------------------
+
+    def on_reset(self, ctx):
+        self.time_zero = ctx.now
+        st = self.engine.stats()
+        ahead = (ctx.now - int(st.get("frame", 0))) / self.sample_rate
+        self._beat_zero = float(st.get("beats", 0.0)) + ahead * self.bpm / 60.0
+
+    def on_play(self, ctx, *, deck, path, start_at):
+        buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
+        self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
+        buf = self._require(buffer_id)
+        at, frame = self._rel(ctx, start_at)
+        self.engine.play(buffer_id, rate=1.0, volume=DEFAULT_VOLUME, loop=True, start=0.0, at=at)
+        self._voice_start(buffer_id, deck, frame, loop=True, rate=1.0, volume=DEFAULT_VOLUME,
+                          length=buf.frames)
+
+    def on_fade(self, ctx, *, deck, start_at, duration):
+        at, frame = self._rel(ctx, start_at)
+        self._level(ctx, deck, 0.0, ramp=duration, at=at, frame=frame)
+
+    def on_cue(self, ctx, *, deck, path, start_pos):
+        buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
+        self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
+        self._require(buffer_id)
+        if buffer_id in self.voices:          # crowdstream replaces the deck's player
+            self.engine.stop(buffer_id, at=ctx.at)
+            self.voices.pop(buffer_id, None)
+        self.armed[deck] = (buffer_id, start_pos)
+        self._touch(ctx.now)
+        self._done(ctx.sender, "/cue", buffer_id)
+
+    def on_start_group(self, ctx, *, start_at, decks):
+        at, frame = self._rel(ctx, start_at)
+        starts, fails, waits = [], [], set()
+        for deck in dict.fromkeys(decks):        # each deck once, in order
+            name = spec.DECK_NAMES[deck]
+            if deck in self.armed:
+                buffer_id, pos = self.armed[deck]
+                buf = self.buffers.get(buffer_id)
+                if buf is None:
+                    fails.append(f"deck {name}: its cued buffer {buffer_id} was freed")
+                elif buf.state == "loading":
+                    waits.add(buffer_id)
+                elif buf.state == "failed":
+                    fails.append(f"deck {name} failed to load: {buf.error}")
+                else:
+                    starts.append((deck, buf, pos))
+            elif any(v.deck == deck and v.buffer_id != spec.TEST_TONE_BUFFER
+                     and v.playing_at(frame) for v in self.voices.values()):
+                continue                          # already playing: left alone (crowdstream)
+            else:
+                fails.append(f"deck {name} is not cued: send /cue {name} <path> first")
+        if waits:
+            raise _Wait(waits)
+        if ctx.waited:
+            delay = (int(self.engine.frame) - frame) / self.sample_rate
+            if delay > 0:
+                log.warning("/start_group %s: %.3f s late, waiting for a deck to load",
+                            " ".join(spec.DECK_NAMES[d] for d, _, _ in starts), delay)
+        at = self._together(at)
+        for deck, buf, pos in starts:
+            self.engine.play(buf.id, rate=1.0, volume=DEFAULT_VOLUME, loop=True, start=pos, at=at)
+            self._voice_start(buf.id, deck, frame, loop=True, rate=1.0, volume=DEFAULT_VOLUME,
+                              length=buf.frames)
+            del self.armed[deck]
+        for reason in fails:
+            self._fail(ctx.sender, "/start_group", reason)
+
+    # -- handlers: status and server -------------------------------------------------------------------------
+
+    def on_get_status(self, ctx):
+        info = self.status()
+        log.info("status: %s", ", ".join(f"{k}={_show(v)}" for k, v in info.items()))
+        levels = " ".join(f"{spec.DECK_NAMES[d]}:{self.levels[d]:.2f}" for d in range(4))
+        log.info("decks: %s", levels)
+        self._emit(ctx.sender, "/status.reply", *self.status_args())
+
+    def on_status(self, ctx):
+        self._emit(ctx.sender, "/status.reply", *self.status_args())
+
+    def on_status_json(self, ctx):
+        self._emit(ctx.sender, "/status.json.reply", json.dumps(self.status_detail()))
+
+    def on_sync(self, ctx, *, id):
+        pending = {b for b, info in self.buffers.items() if info.state == "loading"}
+        if pending:
+            raise _Wait(pending)
+        self._emit(ctx.sender, "/synced", id)
+
+    def on_version(self, ctx):
+        from stemdeck import __version__
+
+        parts = (__version__.split(".") + ["0", "0", "0"])[:3]
+        major, minor = int(parts[0]), int(parts[1])
+        self._emit(ctx.sender, "/version.reply", "stemdeck", major, minor, "." + parts[2], "", "")
+
+    def on_notify(self, ctx, *, on):
+        hook = self.hooks.get("notify")
+        if hook is None:
+            raise CommandError("/notify is only available on a live server")
+        hook(ctx.sender, on)
+        self._done(ctx.sender, "/notify")
+
+    def on_quit(self, ctx):
+        hook = self.hooks.get("quit")
+        if hook is None:
+            raise CommandError("/quit is only available on a live server")
+        self._done(ctx.sender, "/quit")
+        hook(ctx.sender)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def movement_to_bpm(value: float, base_bpm: float = 120.0) -> float:
+    """crowdstream's /dance/total_movement curve: more movement, slower tempo.
+    The value is normalised by 0.6; then piecewise linear through
+    0 -> base, 0.005 -> base-1, 0.015..0.02 -> base-3, 0.15 -> base-10, 1 -> 80."""
+    m = min(max(value / MOVEMENT_NORM, 0.0), 1.0)
+    floor = min(MOVEMENT_MIN_BPM, base_bpm)
+    points = [(0.0, base_bpm), (0.005, base_bpm - 1), (0.015, base_bpm - 3), (0.02, base_bpm - 3),
+              (0.15, base_bpm - 10), (1.0, floor)]
+    points = [(x, max(y, floor)) for x, y in points]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if m <= x1:
+            return y0 + (y1 - y0) * (m - x0) / (x1 - x0)
+    return floor
+
+
+def _deck_of(buffer_id: int) -> int:
+    for deck, (lo, hi) in enumerate(spec.DECK_BUFFER_RANGES):
+        if lo <= buffer_id < hi:
+            return deck
+    return 0
+
+
+def _reason(error) -> str:
+    if isinstance(error, (MediaError, CommandError)):
+        return str(error)
+    if isinstance(error, FileNotFoundError):
+        return f"no such file: {error.filename}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _strip(address: str, text: str) -> str:
+    """Reasons are sent as ``/fail address reason``: drop a repeated address prefix."""
+    prefix = address + ": "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _show(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)

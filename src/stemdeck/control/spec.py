@@ -1,0 +1,594 @@
+"""The one OSC message table: every address stemdeck answers, its arguments
+(name, OSC type, range, default), its handler and its documentation.
+
+Everything that reads a control message goes through this table: the OSC
+server's dispatcher, the score reader of ``stemdeck render``, the handlers
+(:mod:`stemdeck.control.handlers`) and ``docs/osc-api.md``
+(:mod:`stemdeck.control.docs`). Adding a message means adding one
+:class:`Message` here and one handler method on the Controller.
+
+Pure Python, no numpy: any thread may call :func:`parse`; it never touches
+the engine. A bad message raises :class:`~stemdeck.errors.CommandError` whose
+text is the ``/fail`` reason, written for the person who sent it, e.g.
+``/stem_volume: volume 7.0 out of range 0..4``.
+
+Compatibility: argument order, defaults and meaning follow the crowdstream
+``audio_server.py`` that these clients were written for (deck names "A".."D",
+EQ bands "low"/"mid"/"high", ``/play_stem`` volume 0.8 and loop on by
+default, ``/deck_eq`` in DJ-knob percent with 50 = flat). Where stemdeck is
+stricter (it rejects NaN, infinities and out-of-range values instead of
+clamping them), the reason says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from stemdeck.errors import CommandError
+
+# -- constants shared with the handlers -------------------------------------------------------
+
+#: Buffer IDs 0 .. MAX_BUFFER_ID (the engine's table holds 8192; the top one is
+#: reserved for ``/test_tone``).
+MAX_BUFFER_ID = 8190
+TEST_TONE_BUFFER = 8191
+DECK_NAMES = "ABCD"
+BAND_NAMES = ("low", "mid", "high")
+#: Crowdstream's buffer-ID ranges per deck; ``/play`` and ``/cue`` load into the first ID.
+DECK_BUFFER_RANGES = ((100, 1100), (1100, 2100), (2100, 3100), (3100, 4100))
+MAX_LEVEL = 4.0          # volumes and levels: 1.0 = unity, up to +12 dB
+MAX_EQ_GAIN = 2.0        # linear band gain: 0 kill, 1 flat, 2 = +6 dB (engine.dsp.eq.MAX_GAIN)
+MAX_SECONDS = 86400.0    # a day: the longest time offset any message accepts
+
+#: ``/status.reply`` arguments, in order (scsynth-style: one flat message).
+STATUS_FIELDS = (
+    ("sample_rate", "i", "engine sample rate, Hz"),
+    ("buffer_size", "i", "audio block size, frames (0 offline)"),
+    ("latency_ms", "f", "output latency, milliseconds"),
+    ("underruns", "i", "output underruns since start"),
+    ("dsp_load_avg", "f", "render time / block period, average, percent"),
+    ("dsp_load_peak", "f", "render time / block period, peak, percent"),
+    ("cpu_percent", "f", "process CPU use, percent"),
+    ("buffers_loaded", "i", "buffer IDs holding a sample"),
+    ("voices_playing", "i", "stems playing now"),
+    ("bpm", "f", "master tempo"),
+    ("beat", "i", "beat within the bar, 1-based"),
+    ("bar", "i", "bar since /reset, 1-based"),
+    ("uptime_s", "f", "seconds since the server started (or since the render began)"),
+    ("late_commands", "i", "commands that ran after their frame"),
+)
+
+REQUIRED = object()
+
+
+class Keep:
+    """Default of an optional argument that, when omitted, leaves a setting unchanged."""
+
+    def __repr__(self):
+        return "unchanged"
+
+
+KEEP = Keep()
+
+
+# -- argument types --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArgType:
+    name: str          # as written in the docs
+    osc: str           # OSC type tag(s) accepted, as documented
+    convert: Callable  # (value, arg) -> python value, raising _Bad(reason)
+    doc: str
+
+
+class _Bad(Exception):
+    """A conversion failure; the message becomes ``<address>: <reason>``."""
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, bool)
+
+
+def _number(value, arg) -> float:
+    """int, float or numeric string (crowdstream converts with float()) -> finite float."""
+    if _is_bool(value):
+        raise _Bad(f"{arg.name} {value!r} is a boolean, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            v = float(text)
+        except ValueError:
+            raise _Bad(f"{arg.name} {value!r} is not a number") from None
+    else:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise _Bad(f"{arg.name} {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise _Bad(f"{arg.name} {_show(value)} is not a finite number")
+    return v
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(float(f"{value:.7g}"))  # OSC floats are float32: show 0.8, not 0.800000011920929
+    return repr(value)
+
+
+def _check_range(v, value, arg):
+    if (arg.lo is not None and v < arg.lo) or (arg.hi is not None and v > arg.hi):
+        raise _Bad(f"{arg.name} {_show(value)} out of range {_fmt(arg.lo)}..{_fmt(arg.hi)}"
+                   + (f" {arg.unit}" if arg.unit else ""))
+    return v
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return ""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:g}"
+
+
+def _conv_float(value, arg):
+    return _check_range(_number(value, arg), value, arg)
+
+
+def _conv_int(value, arg):
+    v = _number(value, arg)
+    if v != int(v):
+        raise _Bad(f"{arg.name} {_show(value)} is not a whole number")
+    return int(_check_range(int(v), value, arg))
+
+
+def _conv_bool(value, arg):
+    if _is_bool(value):
+        return value
+    v = _number(value, arg)
+    if v not in (0.0, 1.0):
+        raise _Bad(f"{arg.name} {_show(value)}: use 0 or 1")
+    return v == 1.0
+
+
+def _conv_string(value, arg):
+    if isinstance(value, (bytes, bytearray)):
+        raise _Bad(f"{arg.name} is a blob; send a string")
+    if _is_bool(value) or value is None or isinstance(value, (list, tuple)):
+        raise _Bad(f"{arg.name} {value!r} is not a string")
+    return str(value)
+
+
+def _conv_path(value, arg):
+    if not isinstance(value, str):
+        raise _Bad(f"{arg.name} {_show(value)} is not a string: send the file path as a string")
+    if not value.strip():
+        raise _Bad(f"{arg.name} is empty: send the path of an audio file")
+    if "\x00" in value:
+        raise _Bad(f"{arg.name} contains a NUL byte")
+    return value
+
+
+def deck_index(value, name: str = "deck") -> int:
+    """'A'..'D' (any case, as crowdstream), or 0..3 -> 0..3."""
+    if isinstance(value, str):
+        text = value.strip().upper()
+        if len(text) == 1 and text in DECK_NAMES:
+            return DECK_NAMES.index(text)
+        if text.isdigit() and int(text) < 4:
+            return int(text)
+    elif not _is_bool(value) and isinstance(value, (int, float)) and float(value).is_integer() \
+            and 0 <= value <= 3:
+        return int(value)
+    raise _Bad(f"{name} {_show(value)} unknown: use A, B, C or D (or 0..3)")
+
+
+def _conv_deck(value, arg):
+    return deck_index(value, arg.name)
+
+
+def _conv_band(value, arg):
+    if isinstance(value, str):
+        text = value.strip().lower()
+        # crowdstream matches on the prefix: "lo", "low", "lows"; "mi", "mid"; "hi", "high"
+        for i, prefix in enumerate(("lo", "mi", "hi")):
+            if text.startswith(prefix):
+                return i
+        if text in ("0", "1", "2"):
+            return int(text)
+    elif not _is_bool(value) and isinstance(value, (int, float)) and float(value).is_integer() \
+            and 0 <= value <= 2:
+        return int(value)
+    raise _Bad(f"{arg.name} {_show(value)} unknown: use low, mid or high (or 0, 1, 2)")
+
+
+TYPES = {
+    "int": ArgType("int", "i", _conv_int, "a whole number (a float with no fraction is accepted)"),
+    "float": ArgType("float", "f", _conv_float, "a number (an int is accepted)"),
+    "bool": ArgType("0|1", "i", _conv_bool, "0 or 1 (OSC true/false accepted)"),
+    "string": ArgType("string", "s", _conv_string, "text"),
+    "path": ArgType("path", "s", _conv_path, "an audio file path (WAV, FLAC, OGG, MP3, ...)"),
+    "deck": ArgType("deck", "s|i", _conv_deck, "A, B, C or D (or 0..3)"),
+    "band": ArgType("band", "s|i", _conv_band, "low, mid or high (or 0, 1, 2)"),
+}
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a message."""
+    name: str
+    type: str                     # a key of TYPES
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    default: Any = REQUIRED       # REQUIRED, KEEP, None or a value
+    unit: str = ""
+    variadic: bool = False        # last argument only: one or more values
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def osc(self) -> str:
+        return TYPES[self.type].osc
+
+    def convert(self, value):
+        return TYPES[self.type].convert(value, self)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One OSC address: how to read it, what it does, who handles it."""
+    address: str
+    handler: str                  # Controller method ``on_<handler>``
+    summary: str                  # one line
+    group: str                    # docs section
+    args: tuple[Arg, ...] = ()
+    example: str = ""             # a score line without the time, e.g. "/stop_stem 100"
+    reply: str = ""               # what comes back to the sender, if anything
+    notes: str = ""               # longer doc (Markdown)
+    asynchronous: bool = False    # completes later, answering /done or /fail
+    live_only: bool = False       # meaningless in a score (refused by the score reader)
+    origin: str = "crowdstream"   # crowdstream | scsynth | stemdeck
+    reorder: Callable | None = field(default=None, compare=False)  # raw args -> canonical order
+
+    @property
+    def min_args(self) -> int:
+        return sum(1 for a in self.args if a.required)
+
+    @property
+    def max_args(self) -> int | None:
+        return None if any(a.variadic for a in self.args) else len(self.args)
+
+    def usage(self) -> str:
+        parts = []
+        for a in self.args:
+            text = a.name + ("..." if a.variadic else "")
+            parts.append(text if a.required else f"[{text}]")
+        return " ".join([self.address] + parts)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A validated message: the table entry and its arguments by name."""
+    message: Message
+    values: dict
+
+    @property
+    def address(self) -> str:
+        return self.message.address
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+
+# -- custom argument orders ------------------------------------------------------------------
+
+def _looks_numeric(v) -> bool:
+    if _is_bool(v):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    if isinstance(v, str):
+        try:
+            float(v.strip())
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _start_group_order(args: list) -> list:
+    """``/start_group start_at deck...`` or ``/start_group deck... start_at``."""
+    if not args:
+        return args
+    if _looks_numeric(args[0]):
+        return args
+    if _looks_numeric(args[-1]):
+        return [args[-1]] + list(args[:-1])
+    raise CommandError("/start_group: missing start_at: give the start time in seconds "
+                       "first or last, e.g. /start_group 4.0 A B")
+
+
+# -- the table -------------------------------------------------------------------------------
+
+def _id(doc="buffer ID: 100-1099 play on deck A, 1100-2099 B, 2100-3099 C, 3100-4099 D, "
+            "any other ID on deck A"):
+    return Arg("id", "int", doc, 0, MAX_BUFFER_ID)
+
+
+def _vol(name="volume", doc="gain: 0 silent, 1 unity, up to 4 (+12 dB)", default=REQUIRED):
+    return Arg(name, "float", doc, 0.0, MAX_LEVEL, default)
+
+
+_DECK = Arg("deck", "deck", "the deck: A, B, C or D (0..3 accepted)")
+_BAND = Arg("band", "band", "the EQ band: low (below 250 Hz), mid, high (above 2.5 kHz); "
+                            "0, 1, 2 accepted")
+_TIME_DOC = ("seconds after time zero (the last /reset, or the start); a time already past "
+             "runs at once")
+
+
+def _pct(name):
+    return Arg(name, "float", f"{name} band knob: 0 kill, 50 flat, 100 = +6 dB", 0.0, 100.0,
+               unit="%")
+
+
+MESSAGES: tuple[Message, ...] = (
+    # --- buffers and stems ---
+    Message(
+        "/load_buffer", "load_buffer", "Load an audio file into a buffer ID.", "Buffers and stems",
+        (_id(), Arg("path", "path", "audio file; relative paths in a score are relative to the "
+                                    "score's folder"),
+         Arg("name", "string", "display name (default: the file name without extension)",
+             default=None)),
+        example='/load_buffer 100 stems/drums.wav drums',
+        reply="`/done /load_buffer id` when the sample is ready, or `/fail /load_buffer reason`",
+        notes="Decoding runs off the audio thread; the file is resampled to the engine rate. "
+              "Loading a file that another buffer already holds reuses that sample. Loading into "
+              "an ID that is playing stops it (as crowdstream does). Commands for a buffer whose "
+              "load is still running wait for it and then run; in a score the load completes "
+              "before the next line.",
+        asynchronous=True),
+    Message(
+        "/play_stem", "play_stem", "Start (or restart) the stem in a buffer.", "Buffers and stems",
+        (_id(), Arg("rate", "float", "playback rate: 1 normal, 2 an octave up (changes pitch)",
+                    0.25, 4.0, 1.0),
+         _vol(default=0.8), Arg("loop", "bool", "1 loop, 0 play once", default=True),
+         Arg("start_pos", "float", "where to start, as a fraction of the buffer", 0.0, 1.0, 0.0)),
+        example="/play_stem 100 1.0 0.8 1 0.0",
+        notes="Defaults as crowdstream: rate 1, volume 0.8, loop on, from the start. A buffer "
+              "plays one stem at a time: playing it again restarts it (with a 5 ms declick). "
+              "The stem follows the master tempo (`/set_tempo`): its rate is multiplied by "
+              "tempo / base tempo."),
+    Message(
+        "/play_stem_section", "play_stem_section", "Play (or loop) a section of a buffer.",
+        "Buffers and stems",
+        (_id(), Arg("rate", "float", "playback rate", 0.25, 4.0),
+         _vol(), Arg("loop", "bool", "1 loop the section, 0 play it once"),
+         Arg("start", "float", "section start, seconds into the buffer", 0.0, MAX_SECONDS,
+             unit="s"),
+         Arg("duration", "float", "section length in seconds of the buffer (default: to the "
+                                  "end)", 0.001, MAX_SECONDS, None, unit="s")),
+        example="/play_stem_section 100 1.0 0.9 1 32.0 8.0",
+        notes="`start` is in seconds, as the crowdstream mixer sends it (its section cue points "
+              "are in seconds)."),
+    Message(
+        "/stop_stem", "stop_stem", "Stop the stem in a buffer (5 ms fade).", "Buffers and stems",
+        (_id(),), example="/stop_stem 100",
+        notes="Stopping a buffer that is loaded but not playing does nothing."),
+    Message(
+        "/stem_volume", "stem_volume", "Set a playing stem's volume.", "Buffers and stems",
+        (_id(), _vol()), example="/stem_volume 100 0.5",
+        notes="Ramped over a few milliseconds; no clicks."),
+    Message(
+        "/mixer_cleanup", "mixer_cleanup", "Stop everything and free every buffer.",
+        "Buffers and stems", (), example="/mixer_cleanup",
+        reply="`/done /mixer_cleanup`",
+        notes="Loads still running are abandoned; commands waiting for them get `/fail`. "
+              "Memory is freed once the audio thread lets go of the samples."),
+    Message(
+        "/test_tone", "test_tone", "Play a sine test tone on deck A.", "Buffers and stems",
+        (Arg("freq", "float", "frequency", 20.0, 20000.0, 440.0, unit="Hz"),
+         Arg("seconds", "float", "length", 0.01, 60.0, 1.0, unit="s")),
+        example="/test_tone 440 1.0",
+        notes=f"A real tone at -12 dBFS with 5 ms fades, in buffer {TEST_TONE_BUFFER} on deck A "
+              "(so deck A's level, EQ and the master apply)."),
+    # --- mixer ---
+    Message(
+        "/crossfade_levels", "crossfade_levels", "Set the levels of decks A and B.", "Mixer",
+        (_vol("a", "deck A level: 0 silent, 1 unity"), _vol("b", "deck B level")),
+        example="/crossfade_levels 1.0 0.0",
+        notes="As in crowdstream these are the deck A and B faders themselves: "
+              "`/crossfade_levels` and `/deck_levels` set the same two values, the last one "
+              "wins. Ramped per sample."),
+    Message(
+        "/deck_levels", "deck_levels", "Set the four deck levels.", "Mixer",
+        (_vol("a", "deck A level", default=KEEP), _vol("b", "deck B level", default=KEEP),
+         _vol("c", "deck C level", default=KEEP), _vol("d", "deck D level", default=KEEP)),
+        example="/deck_levels 1.0 0.0 0.0 0.0",
+        notes="Omitted trailing levels keep their value (crowdstream). Ramped per sample."),
+    Message(
+        "/deck_filter", "deck_filter", "Set one EQ band of a deck as a linear gain.", "Mixer",
+        (_DECK, _BAND, Arg("gain", "float", "linear gain: 0 kill, 1 flat, 2 = +6 dB", 0.0,
+                           MAX_EQ_GAIN)),
+        example="/deck_filter A low 0.0",
+        notes="The EQ is a Linkwitz-Riley isolator (crossovers 250 Hz and 2.5 kHz), always on: "
+              "no server flag is needed to enable it."),
+    Message(
+        "/deck_eq", "deck_eq", "Turn one EQ knob of a deck (DJ percent).", "Mixer",
+        (_DECK, _BAND, Arg("percent", "float", "knob: 0 kill, 50 flat (0 dB), 100 = +6 dB",
+                           0.0, 100.0, unit="%")),
+        example="/deck_eq B low 0",
+        notes="Below 50 % the gain is (percent/50)^2 (25 % = -12 dB); above 50 % it rises to "
+              "+6 dB at 100 % (crowdstream treated everything above 50 % as flat)."),
+    Message(
+        "/deck_eq_all", "deck_eq_all", "Set all three EQ knobs of a deck (DJ percent).", "Mixer",
+        (_DECK, _pct("low"), _pct("mid"), _pct("high")),
+        example="/deck_eq_all A 50 50 50"),
+    # --- tempo and clock ---
+    Message(
+        "/set_tempo", "set_tempo", "Set the master tempo; stems follow it.", "Tempo and clock",
+        (Arg("bpm", "float", "beats per minute", 20.0, 400.0),
+         Arg("ramp", "float", "glide time (stemdeck extension)", 0.0, 600.0, 0.0, unit="s")),
+        example="/set_tempo 126",
+        notes="Every stem plays at its own rate times bpm / base tempo (the server's `--bpm`, "
+              "120 by default), as crowdstream's time-stretch did; here the pitch follows the "
+              "speed. The beat clock runs at this tempo."),
+    Message(
+        "/set_meter", "set_meter", "Set beats per bar for the clock.", "Tempo and clock",
+        (Arg("beats", "int", "beats per bar", 1, 64),), example="/set_meter 4"),
+    Message(
+        "/print_clock", "print_clock", "Log bar and beat once per beat (or stop).",
+        "Tempo and clock", (Arg("on", "bool", "1 on, 0 off", default=True),),
+        example="/print_clock 1"),
+    Message(
+        "/dance/total_movement", "total_movement", "Steer the tempo from a movement sensor.",
+        "Tempo and clock",
+        (Arg("value", "float", "total movement from the dance detector (typically 0..0.6)",
+             0.0, 1000.0),),
+        example="/dance/total_movement 0.1",
+        notes="As crowdstream: the value is normalised by 0.6 and mapped to a target tempo, "
+              "more movement = slower: 0 -> base tempo, 0.02 -> base - 3, 0.15 -> base - 10, "
+              "0.6 and above -> 80 BPM; the tempo glides there over about a second."),
+    Message(
+        "/reset", "reset", "Set time zero (and bar 1) to now.", "Timed control", (),
+        example="/reset",
+        notes="`/play`, `/fade` and `/start_group` count their `start_at` from here."),
+    # --- timed control (crowdstream's "dummy DJ" API) ---
+    Message(
+        "/play", "play", "Load a file onto a deck and start it at a time.", "Timed control",
+        (_DECK, Arg("path", "path", "audio file"),
+         Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s")),
+        example="/play A songs/one.wav 0.0",
+        reply="`/fail /play reason` if the file cannot be loaded",
+        notes="Uses the deck's first buffer ID (100, 1100, 2100, 3100); a file already loaded "
+              "there is not loaded again. Plays looping at rate 1, volume 0.8.",
+        asynchronous=True),
+    Message(
+        "/fade", "fade", "Fade a deck's level to 0, starting at a time.", "Timed control",
+        (_DECK, Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s"),
+         Arg("duration", "float", "fade length; 0 cuts at once", 0.0, 3600.0, 2.0, unit="s")),
+        example="/fade A 30.0 4.0",
+        notes="A linear ramp from the deck's level to 0, computed per sample in the engine."),
+    Message(
+        "/cue", "cue", "Load a file onto a deck and arm it for /start_group.", "Timed control",
+        (_DECK, Arg("path", "path", "audio file"),
+         Arg("start_pos", "float", "where to start, as a fraction of the file", 0.0, 1.0, 0.0)),
+        example="/cue B songs/two.wav 0.0",
+        reply="`/done /cue id` when the deck is loaded and armed, or `/fail /cue reason`",
+        notes="Uses the deck's first buffer ID (100, 1100, 2100, 3100). The armed stem will "
+              "loop at rate 1, volume 0.8.",
+        asynchronous=True),
+    Message(
+        "/start_group", "start_group", "Start several decks on the same frame.", "Timed control",
+        (Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s"),
+         Arg("decks", "deck", "decks to start", variadic=True)),
+        example="/start_group 8.0 A B",
+        reply="`/fail /start_group reason` for each deck left out",
+        notes="The start time may also come last (`/start_group A B 8.0`). Starts each deck's "
+              "cued stem; a deck already playing is left alone. A deck still loading delays "
+              "the whole group until it is ready; a deck that failed to load is left out.",
+        reorder=_start_group_order),
+    # --- status and server (SuperCollider conventions) ---
+    Message(
+        "/get_status", "get_status", "Report the server's state (and log it).",
+        "Status and server", (), example="/get_status",
+        reply="`/status.reply` (see below)"),
+    Message(
+        "/status", "status", "Report the server's state (scsynth style).", "Status and server",
+        (), example="/status", reply="`/status.reply` (see below)", origin="scsynth"),
+    Message(
+        "/status.json", "status_json", "Report the state as one JSON string, per deck.",
+        "Status and server", (), example="/status.json",
+        reply="`/status.json.reply json`", origin="stemdeck"),
+    Message(
+        "/sync", "sync", "Answer once every earlier asynchronous command has finished.",
+        "Status and server", (Arg("id", "int", "any number, echoed back", -2**31, 2**31 - 1),),
+        example="/sync 1", reply="`/synced id`", origin="scsynth", asynchronous=True,
+        notes="How a client waits for its loads: send the loads, then `/sync`, then play."),
+    Message(
+        "/version", "version", "Report the stemdeck version.", "Status and server", (),
+        example="/version",
+        reply="`/version.reply stemdeck major minor patch`", origin="scsynth"),
+    Message(
+        "/notify", "notify", "Subscribe the sender to events (or unsubscribe).",
+        "Status and server", (Arg("on", "bool", "1 subscribe, 0 unsubscribe"),),
+        example="/notify 1", reply="`/done /notify`; then `/loaded id`, `/ended id`, "
+                                   "`/underrun count`, `/late seconds address`, `/beat bar beat`",
+        origin="scsynth", live_only=True),
+    Message(
+        "/quit", "quit", "Stop the server.", "Status and server", (), example="/quit",
+        reply="`/done /quit`", origin="scsynth", live_only=True),
+)
+
+BY_ADDRESS: dict[str, Message] = {m.address: m for m in MESSAGES}
+assert len(BY_ADDRESS) == len(MESSAGES), "duplicate address in the message table"
+
+
+def lookup(address: str) -> Message:
+    """The table entry for ``address``; CommandError naming the nearest one otherwise."""
+    msg = BY_ADDRESS.get(address)
+    if msg is not None:
+        return msg
+    if not isinstance(address, str) or not address.startswith("/"):
+        raise CommandError(f"{address!r} is not an OSC address: addresses start with '/'")
+    near = difflib.get_close_matches(address, list(BY_ADDRESS), n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise CommandError(f"{address}: unknown address{hint}")
+
+
+def parse(address: str, args=()) -> Call:
+    """Validate one message against the table.
+
+    ``args`` are OSC values (int, float, str, bool; numpy scalars are fine) or,
+    from a score, strings. Returns a :class:`Call` whose values are converted
+    (ints, floats, bools, deck and band indices) with defaults filled in.
+    """
+    msg = lookup(address)
+    args = list(args)
+    try:
+        if msg.reorder is not None:
+            args = msg.reorder(args)
+        n = len(args)
+        lo, hi = msg.min_args, msg.max_args
+        if n < lo or (hi is not None and n > hi):
+            raise CommandError(f"{msg.address}: {_expects(msg)}, got {n} (usage: {msg.usage()})")
+        values = {}
+        for i, arg in enumerate(msg.args):
+            if arg.variadic:
+                values[arg.name] = tuple(_convert(arg, v) for v in args[i:])
+                break
+            if i < n:
+                values[arg.name] = _convert(arg, args[i])
+            else:
+                values[arg.name] = arg.default
+    except _Bad as exc:
+        raise CommandError(f"{msg.address}: {exc}") from None
+    return Call(msg, values)
+
+
+def _convert(arg: Arg, value):
+    if value is None:
+        raise _Bad(f"{arg.name} is nil; send a {TYPES[arg.type].name}")
+    return arg.convert(value)
+
+
+def _expects(msg: Message) -> str:
+    lo, hi = msg.min_args, msg.max_args
+    if hi is None:
+        return f"expects at least {lo} argument{'s' if lo != 1 else ''}"
+    if lo == hi:
+        return f"expects {lo} argument{'s' if lo != 1 else ''}" if lo else "takes no arguments"
+    return f"expects {lo} to {hi} arguments"
+
+
+def path_args(address: str) -> tuple[str, ...]:
+    """Names of a message's file-path arguments (the score reader resolves them)."""
+    return tuple(a.name for a in lookup(address).args if a.type == "path")
