@@ -1,0 +1,263 @@
+"""A real JACK server for tests, with no sound card: ``jackd -n NAME -d dummy``.
+
+The dummy driver runs a real JACK graph on a real clock, so PortAudio's
+JACK host API opens it like a device and a late callback is a real xrun.
+Each :class:`JackServer` has a name unique to this test run, and
+:attr:`JackServer.env` (a copy of ``os.environ`` with ``JACK_DEFAULT_SERVER``
+set) points subprocesses at it. PortAudio reads ``JACK_DEFAULT_SERVER``
+when it initialises (``import sounddevice``), so run the code under test in
+a subprocess with ``env=server.env`` rather than in the pytest process.
+
+Used through the ``jack_server`` and ``make_jack_server`` fixtures in
+``conftest.py``; also usable as a context manager from scripts
+(benchmarks)::
+
+    with JackServer(rate=44100, period=128) as server:
+        subprocess.run([...], env=server.env)
+        assert server.xruns() == 0
+
+What was learned about jackd 1.9 (Debian jackd2) here:
+
+- readiness: ``jack_wait -c -s NAME`` prints "running" once clients can
+  connect (about 0.3 s after start);
+- every late client cycle logs one line containing ``XRun``
+  (``JackEngine::XRun: client = PortAudio was not finished, ...``);
+- SIGTERM stops it in milliseconds and removes its files; SIGKILL leaves
+  its socket and semaphores in JACK's tmp folder (``/dev/shm``), which
+  :meth:`JackServer.kill` removes; a server can be started again under the
+  same name afterwards;
+- PortAudio's client is named ``PortAudio`` (ports ``PortAudio:out_0``...);
+- ``jack_rec`` writes a usable file only when it ends by itself (``-d``),
+  not when it is killed;
+- ``JACK_NO_START_SERVER=1`` (set in :attr:`env`) stops a client from
+  auto-starting a default server when this one is down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+JACK_TMP_DIR = Path("/dev/shm")  # Debian's libjack keeps sockets and semaphores here
+_counter = itertools.count(1)
+_RUN_ID = uuid.uuid4().hex[:6]
+
+
+def missing_tools() -> str | None:
+    """Why JACK tests cannot run here, or None if they can."""
+    missing = [tool for tool in ("jackd", "jack_wait", "jack_lsp") if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"needs {', '.join(missing)} (Debian: DEBIAN_FRONTEND=noninteractive apt-get install jackd2)"
+        )
+    return None
+
+
+def unique_name() -> str:
+    """A server name no other test run uses: pid, counter, random run id."""
+    return f"sdt_{os.getpid()}_{next(_counter)}_{_RUN_ID}"
+
+
+class JackServer:
+    """One ``jackd -d dummy`` process. Not started until :meth:`start`."""
+
+    def __init__(
+        self,
+        rate: int = 44100,
+        period: int = 128,
+        *,
+        name: str | None = None,
+        channels: int = 2,
+        realtime: bool = True,
+        log_dir: str | os.PathLike | None = None,
+    ):
+        self.name = name or unique_name()
+        self.rate = rate
+        self.period = period
+        self.channels = channels
+        self.realtime = realtime
+        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
+        self._own_log_dir = log_dir is None
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="stemdeck-jack-"))
+        self.log_path = self.log_dir / f"jackd-{self.name}.log"
+        self.process: subprocess.Popen | None = None
+        self._clients: list[subprocess.Popen] = []
+
+    @property
+    def command(self) -> list[str]:
+        cmd = ["jackd", "-n", self.name]
+        if not self.realtime:
+            cmd.append("--no-realtime")
+        cmd += ["-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        cmd += ["-C", str(self.channels), "-P", str(self.channels)]
+        return cmd
+
+    # --- lifecycle ---
+
+    def start(self, timeout: float = 10.0) -> JackServer:
+        """Start jackd (again, after :meth:`kill` or :meth:`stop`) and wait until
+        clients can connect. Raises RuntimeError with the log if it fails."""
+        if self.is_alive():
+            return self
+        if self.is_running():
+            raise RuntimeError(f"a JACK server named {self.name} is already running (not started by this helper)")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # append: xruns() counts across restarts
+            self.process = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{' '.join(self.command)} exited with status {self.process.returncode}:\n{self.log()[-2000:]}"
+                )
+            if self.is_running():
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"JACK server {self.name} not ready after {timeout} s:\n{self.log()[-2000:]}")
+
+    def is_alive(self) -> bool:
+        """The jackd process this helper started is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def is_running(self) -> bool:
+        """A server with this name accepts clients (asks it with jack_wait)."""
+        result = subprocess.run(
+            ["jack_wait", "-c", "-s", self.name],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return result.stdout.strip() == "running"
+
+    def kill(self) -> None:
+        """SIGKILL jackd, as a crash would, and remove the files it leaves.
+
+        Clients (the stemdeck under test) see the server vanish. :meth:`start`
+        may be called again to bring it back under the same name.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self._remove_leftovers()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop clients started with :meth:`spawn_client`, then jackd (SIGTERM,
+        SIGKILL if it hangs). Safe to call twice."""
+        for client in self._clients:
+            if client.poll() is None:
+                client.terminate()
+        for client in self._clients:
+            try:
+                client.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait(timeout=timeout)
+        self._clients.clear()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._remove_leftovers()
+
+    def cleanup(self) -> None:
+        """:meth:`stop`, then delete the log folder if this helper made it."""
+        self.stop()
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        # Only this server's files: jack_<name>_<uid>_<n> sockets and
+        # jack_sem.<uid>_<name>_<client> semaphores.
+        if not JACK_TMP_DIR.is_dir():
+            return
+        pattern = re.compile(rf"jack_{re.escape(self.name)}_\d+_\d+|jack_sem\.\d+_{re.escape(self.name)}_.+")
+        for path in JACK_TMP_DIR.iterdir():
+            if pattern.fullmatch(path.name):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> JackServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.cleanup()
+
+    # --- observing ---
+
+    def log(self) -> str:
+        """jackd's output so far (all starts of this server)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def xruns(self) -> int:
+        """XRun lines jackd has logged so far: one per late client cycle."""
+        return sum(1 for line in self.log().splitlines() if "XRun" in line)
+
+    def ports(self) -> list[str]:
+        """Port names on the server (``jack_lsp``)."""
+        result = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=10, check=False)
+        return result.stdout.split("\n")[:-1] if result.returncode == 0 else []
+
+    def wait_for_port(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until a port whose name contains ``name`` exists."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(name in port for port in self.ports()):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"no JACK port matching {name!r} after {timeout} s; ports: {self.ports()}")
+
+    # --- other clients ---
+
+    def spawn_client(self, *argv: str, wait_for_port: str | None = None) -> subprocess.Popen:
+        """Start a JACK client (``jack_metro``, ``jack_rec``, a stemdeck) against
+        this server; it is stopped by :meth:`stop`. Its output goes to a log
+        file beside jackd's. With ``wait_for_port``, return once that port
+        exists."""
+        log_path = self.log_dir / f"client-{len(self._clients)}-{Path(argv[0]).name}.log"
+        with open(log_path, "ab") as log:
+            client = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        self._clients.append(client)
+        if wait_for_port is not None:
+            try:
+                self.wait_for_port(wait_for_port)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{' '.join(argv)} made no port {wait_for_port!r}; its output:\n{log_path.read_text(errors='replace')}"
+                ) from None
+        return client
+
+    def record(self, path: str | os.PathLike, ports: list[str], seconds: int) -> subprocess.Popen:
+        """Record ``ports`` (output ports, e.g. ``PortAudio:out_0``) to a WAV
+        with ``jack_rec`` for whole ``seconds`` (jack_rec takes no fractions);
+        ``wait()`` on the result, then read the file (jack_rec writes a usable
+        file only when it ends by itself, not when killed)."""
+        if int(seconds) != seconds or seconds < 1:
+            raise ValueError(f"jack_rec records whole seconds, not {seconds!r}")
+        return self.spawn_client("jack_rec", "-f", str(path), "-d", str(int(seconds)), *ports)
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_alive() else "stopped"
+        return f"<JackServer {self.name} {self.rate} Hz, period {self.period}, {state}>"
