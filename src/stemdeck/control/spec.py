@@ -108,7 +108,7 @@ def _number(value, arg) -> float:
         except (TypeError, ValueError):
             raise _Bad(f"{arg.name} {value!r} is not a number") from None
     if not math.isfinite(v):
-        raise _Bad(f"{arg.name} {_show(value)} is not a finite number")
+        raise _Bad(f"{arg.name} {_show(v)} is not a finite number")
     return v
 
 
@@ -124,7 +124,7 @@ def _show(value) -> str:
 
 def _check_range(v, value, arg):
     if (arg.lo is not None and v < arg.lo) or (arg.hi is not None and v > arg.hi):
-        raise _Bad(f"{arg.name} {_show(value)} out of range {_fmt(arg.lo)}..{_fmt(arg.hi)}"
+        raise _Bad(f"{arg.name} {_show(v)} out of range {_fmt(arg.lo)}..{_fmt(arg.hi)}"
                    + (f" {arg.unit}" if arg.unit else ""))
     return v
 
