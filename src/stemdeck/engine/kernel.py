@@ -25,7 +25,7 @@ from numba import carray, cfunc, njit, types
 
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
-from stemdeck.engine.dsp.eq import split3
+from stemdeck.engine.dsp.eq import process_deck
 from stemdeck.engine.rt import address_as_pointer, load_acquire, monotonic_ns, store_release
 
 # error_model="numpy": a float division by zero gives inf/nan instead of
@@ -415,6 +415,48 @@ def _read(data, pos, lo, hi, loop, nframes, right):
     return l, r
 
 
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+
+
+@njit(inline="always")
+def _steady_frame(data, ip, t, left, right):
+    # unsigned indices: numba then skips its negative-index wraparound checks
+    a = ip - _U1
+    b = ip + _U1
+    c = ip + _U2
+    return (_hermite(float(data[a, left]), float(data[ip, left]), float(data[b, left]),
+                     float(data[c, left]), t),
+            _hermite(float(data[a, right]), float(data[ip, right]), float(data[b, right]),
+                     float(data[c, right]), t))
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _run_steady(data, k, bus, off, count, pos, rate, rate_step, right):
+    """The common case, kept branch-free: constant gain ``k``, every
+    interpolation point inside the data, no seam, no fade. Stereo and mono
+    get separate loops so the channel columns are constants, which lets LLVM
+    pair the left/right arithmetic into SIMD."""
+    if right == 1:
+        for i in range(off, off + count):
+            ip = np.uint64(pos)                # pos > 0 here, so this is floor
+            l, r = _steady_frame(data, ip, pos - float(ip), _U0, _U1)
+            bus[i, 0] += np.float32(l * k)
+            bus[i, 1] += np.float32(r * k)
+            pos += rate
+            rate += rate_step
+    else:
+        for i in range(off, off + count):
+            ip = np.uint64(pos)
+            l, r = _steady_frame(data, ip, pos - float(ip), _U0, _U0)
+            bus[i, 0] += np.float32(l * k)
+            bus[i, 1] += np.float32(l * k)
+            pos += rate
+            rate += rate_step
+    return pos, rate
+
+
 @njit(**JIT)
 def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
     """Mix ``n`` frames of one voice into ``bus[off:off+n]``. Returns the number
@@ -437,9 +479,25 @@ def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
     # loop seams: crossfade into the audio before the loop start when there is
     # some (exact loop length, no dip); otherwise dip to silence and back
     xfade_seam = loop and flo >= fd + 2.0
+    # the steady region: interpolation points inside the data (and the loop),
+    # clear of the seam and end fades
+    safe_lo = 1.0
+    safe_hi = min(float(nframes) - 3.0, fhi - fd - 1.0)
+    if loop:
+        safe_lo = flo + 1.0
+        safe_hi = min(safe_hi, fhi - 3.0)
+        if not xfade_seam:
+            safe_lo = max(safe_lo, flo + fd)
     done = 0
     i = 0
     while i < n:
+        if env_step == 0.0 and g_rem <= 0.0 and safe_lo <= pos < safe_hi:
+            fastest = max(rate, rate + rate_step * (n - i))
+            count = min(n - i, int((safe_hi - pos) / fastest))
+            if count > 0:
+                pos, rate = _run_steady(data, g * env * scale, bus, off + i, count, pos, rate, rate_step, right)
+                i += count
+                continue
         l, r = _read(data, pos, lo, hi, loop, nframes, right)
         edge = 1.0
         if pos > fhi - fd:
@@ -579,18 +637,7 @@ def _render_decks(st, out, off, n, active):
                 for r in (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2):
                     _skip(ramps, r, n)
                 continue
-        sl = state[:, 0, :]
-        sr = state[:, 1, :]
-        b = bus[d]
-        for i in range(off, off + n):
-            gain = _step(ramps, r_level) * _step(ramps, r_xf)
-            g_lo = _step(ramps, r_eq) * gain
-            g_mid = _step(ramps, r_eq + 1) * gain
-            g_hi = _step(ramps, r_eq + 2) * gain
-            lo, mid, hi = split3(coefs, float(b[i, 0]), sl)
-            out[i, 0] += np.float32(g_lo * lo + g_mid * mid + g_hi * hi)
-            lo, mid, hi = split3(coefs, float(b[i, 1]), sr)
-            out[i, 1] += np.float32(g_lo * lo + g_mid * mid + g_hi * hi)
+        process_deck(coefs, state, ramps, (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2), bus[d], out, off, n)
 
 
 @njit(**JIT)

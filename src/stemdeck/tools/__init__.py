@@ -1,0 +1,1 @@
+"""The user-facing commands (serve, render, demo, tune, bench, devices, status)."""
