@@ -1,0 +1,325 @@
+"""``stemdeck render``: render a score file offline to WAV or FLAC.
+
+    stemdeck render SCORE -o OUT.wav [--sample-rate 44100|48000] [--block-size N]
+                    [--duration S] [--format WAV|FLAC] [--subtype PCM_16|PCM_24|FLOAT]
+
+The score (:mod:`stemdeck.control.score`) goes through the same message
+table and handlers as the live OSC server, and the audio through the same
+``Engine.render`` as the sound card. Each line's commands are posted with
+``at=`` the line's exact frame (``round(time * sample_rate)``), so the
+result is sample-accurate and the same for every block size (to rounding);
+the same score always gives the same bytes.
+
+How long: ``--duration S`` if given. Otherwise until the last scored event
+(the last line, or a later scheduled ``/play``, ``/start_group`` or the end
+of a ``/fade``), or the end of the last one-shot stem if later, plus 0.25 s
+of release. A stem that still loops audibly at that point (its volume and
+its deck's level above 0) has no end, so the render then asks for
+``--duration`` instead of guessing: end such a score with ``/stop_stem``,
+``/fade`` or ``/mixer_cleanup``, or give ``--duration``.
+
+Before any audio is rendered, every line is checked (syntax, arguments,
+buffers never loaded, files that cannot be opened): a bad line stops the
+render with ``file:line: reason`` and exit status 2, and no output file is
+left behind. Output is written progressively, block by block, to a
+temporary file that replaces OUT only when the render succeeds.
+
+Runs on the calling thread (the render is the audio thread and the control
+thread at once, in turn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+from stemdeck.errors import ScoreError, StemdeckError, UsageError
+
+SAMPLE_RATES = (44100, 48000)
+BLOCK_MIN, BLOCK_MAX = 32, 8192
+FORMATS = {"WAV": (".wav", ".wave"), "FLAC": (".flac",)}
+SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+DEFAULT_SUBTYPE = "PCM_24"
+TAIL_SECONDS = 0.25            # release after the last sound: declicks, EQ and limiter tails
+PROGRESS_MIN_SECONDS = 10.0    # shorter renders finish before a bar is worth drawing
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def _block_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"block size {text!r} is not a whole number "
+                                         f"(use {BLOCK_MIN}..{BLOCK_MAX})") from None
+    if not BLOCK_MIN <= n <= BLOCK_MAX:
+        raise argparse.ArgumentTypeError(f"block size {n} out of range {BLOCK_MIN}..{BLOCK_MAX}")
+    return n
+
+
+def _duration(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is not a number of seconds") from None
+    if not math.isfinite(s) or s <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text} must be a positive number of seconds")
+    return s
+
+
+def _sample_rate(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n not in SAMPLE_RATES:
+        raise argparse.ArgumentTypeError(
+            f"sample rate {text!r} is not supported (choose from "
+            f"{', '.join(map(str, SAMPLE_RATES))})")
+    return n
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("score", help="score file: one timed OSC message per line")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="output file (.wav or .flac)")
+    parser.add_argument("--sample-rate", type=_sample_rate, default=44100, metavar="HZ",
+                        help="44100 (default) or 48000")
+    parser.add_argument("--block-size", type=_block_size, default=1024, metavar="N",
+                        help=f"frames per render block, {BLOCK_MIN}..{BLOCK_MAX} (default 1024; "
+                             "the result does not depend on it)")
+    parser.add_argument("--duration", type=_duration, metavar="S",
+                        help="seconds to render (default: until the music ends; required "
+                             "when stems still loop at the end)")
+    parser.add_argument("--format", type=str.upper, choices=tuple(FORMATS),
+                        help="WAV or FLAC (default: from the output's extension)")
+    parser.add_argument("--subtype", type=str.upper, choices=SUBTYPES,
+                        help=f"sample format (default {DEFAULT_SUBTYPE}; FLOAT is WAV only)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    try:
+        info = render_score(args.score, args.output, sample_rate=args.sample_rate,
+                            block_size=args.block_size, duration=args.duration,
+                            format=args.format, subtype=args.subtype,
+                            progress=not args.no_progress)
+    except ScoreError as exc:
+        print(f"stemdeck render: {exc}", file=sys.stderr)
+        return 2
+    peak = info["peak_dbfs"]
+    peak_text = "silent" if peak == -math.inf else f"peak {peak:.1f} dBFS"
+    print(f"rendered {info['seconds']:.3f} s ({info['frames']} frames at {info['sample_rate']} Hz, "
+          f"{info['format']} {info['subtype']}, {peak_text}) to {info['path']}")
+    return 0
+
+
+# -- the renderer --------------------------------------------------------------------------------
+
+def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: int = 1024,
+                 duration: float | None = None, format: str | None = None,
+                 subtype: str | None = None, progress: bool = True) -> dict:
+    """Render ``score_path`` to ``out_path``; returns ``{"frames", "seconds", "path",
+    "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines"}``.
+
+    Raises :class:`ScoreError` (``file:line: reason``) for a bad score and
+    :class:`UsageError` for bad parameters; no output file is left then.
+    """
+    from stemdeck.control.score import read_score
+
+    fmt, subtype = _check_options(out_path, sample_rate, block_size, duration, format, subtype)
+    lines = read_score(score_path)
+    if not lines:
+        raise ScoreError(f"{os.fspath(score_path)}: the score has no messages")
+    frames_of = [round(line.time * sample_rate) for line in lines]
+
+    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path))
+    return _render(lines, frames_of, total, os.fspath(out_path), sample_rate, block_size, fmt,
+                   subtype, progress)
+
+
+def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):
+    if sample_rate not in SAMPLE_RATES:
+        raise UsageError(f"sample rate {sample_rate!r} is not supported (choose from "
+                         f"{', '.join(map(str, SAMPLE_RATES))})")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or \
+            not BLOCK_MIN <= block_size <= BLOCK_MAX:
+        raise UsageError(f"block size {block_size!r} out of range {BLOCK_MIN}..{BLOCK_MAX}")
+    if duration is not None and (not isinstance(duration, (int, float)) or
+                                 not math.isfinite(duration) or duration <= 0):
+        raise UsageError(f"duration {duration!r} must be a positive number of seconds")
+    out = os.fspath(out_path)
+    if fmt is None:
+        ext = os.path.splitext(out)[1].lower()
+        fmt = next((name for name, exts in FORMATS.items() if ext in exts), None)
+        if fmt is None:
+            raise UsageError(f"cannot tell the format from {out!r}: name it .wav or .flac, or "
+                             f"give --format ({' or '.join(FORMATS)})")
+    fmt = str(fmt).upper()
+    if fmt not in FORMATS:
+        raise UsageError(f"format {fmt!r} is not supported (choose from {', '.join(FORMATS)})")
+    subtype = str(subtype or DEFAULT_SUBTYPE).upper()
+    if subtype not in SUBTYPES:
+        raise UsageError(f"subtype {subtype!r} is not supported (choose from {', '.join(SUBTYPES)})")
+    if fmt == "FLAC" and subtype == "FLOAT":
+        raise UsageError("FLAC cannot hold FLOAT samples: use --subtype PCM_24 or PCM_16, "
+                         "or --format WAV")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UsageError(f"the output folder {folder} does not exist")
+    if os.path.isdir(out):
+        raise UsageError(f"{out} is a folder: give a file name, e.g. {os.path.join(out, 'mix.wav')}")
+    return fmt, subtype
+
+
+class _Replies:
+    """Collects /fail replies so each becomes a ScoreError naming its line."""
+
+    def __init__(self):
+        self.fails: list[tuple[str, str]] = []
+
+    def __call__(self, sender, address, args):
+        if address == "/fail":
+            self.fails.append((str(args[0]), str(args[1])))
+
+    def check(self, line):
+        if self.fails:
+            address, reason = self.fails[0]
+            self.fails.clear()
+            raise ScoreError(f"{line.where}: {address}: {reason}")
+
+
+def _plan(lines, frames_of, sample_rate, duration, score_name) -> int:
+    """Run the score through the handlers without audio (headers only, no
+    decoding): every semantic error surfaces now, with its line; returns
+    the number of frames to render."""
+    from stemdeck.control.handlers import Controller, ProbeLoader, RecordingEngine
+
+    replies = _Replies()
+    planner = Controller(RecordingEngine(sample_rate), loader=ProbeLoader(), reply=replies)
+    for line, frame in zip(lines, frames_of):
+        planner.dispatch(line.call, at=frame)
+        replies.check(line)
+    if duration is not None:
+        return max(1, round(duration * sample_rate))
+    plan = planner.plan()
+    if plan["loops"]:
+        shown = ", ".join(f"buffer {b}" + (f" ({name})" if name else "") for b, name in plan["loops"][:4])
+        more = f" and {len(plan['loops']) - 4} more" if len(plan["loops"]) > 4 else ""
+        raise UsageError(f"{score_name}: stems still loop at the end of the score ({shown}{more}), "
+                         "so it has no natural end: give --duration SECONDS, or end the score "
+                         "with /stop_stem, /fade or /mixer_cleanup")
+    end = max(plan["end_frame"], frames_of[-1])
+    return end + round(TAIL_SECONDS * sample_rate)
+
+
+def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress) -> dict:
+    import numpy as np
+    import soundfile as sf
+
+    from stemdeck.control.handlers import Controller, ImmediateLoader
+    from stemdeck.engine.engine import Engine
+
+    engine = Engine(sample_rate, max_block=block_size)
+    replies = _Replies()
+    controller = Controller(engine, loader=ImmediateLoader(), reply=replies)
+    block = np.zeros((block_size, 2), np.float32)
+    folder = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
+    os.close(fd)
+    peak = 0.0
+    bar = _Progress(total / sample_rate, enabled=progress)
+    try:
+        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=2, format=fmt,
+                          subtype=subtype) as sink, bar:
+            _no_peak_chunk(sink)
+            i, frame, shown = 0, 0, 0
+            while frame < total:
+                n = min(block_size, total - frame)
+                while i < len(lines) and frames_of[i] < frame + n:
+                    controller.dispatch(lines[i].call, at=frames_of[i])
+                    replies.check(lines[i])
+                    i += 1
+                out_block = block[:n]
+                engine.render(out_block)
+                engine.events()               # hand freed samples back
+                dropped = engine.stats()["dropped_commands"]
+                if dropped:
+                    raise StemdeckError(f"{lines[max(i - 1, 0)].where}: {dropped} commands were "
+                                        "dropped: too many messages at one time for the engine's "
+                                        "command queue")
+                peak = max(peak, float(np.max(np.abs(out_block))))
+                sink.write(out_block)
+                frame += n
+                if frame - shown >= sample_rate or frame >= total:
+                    bar.update(frame / sample_rate)
+                    shown = frame
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        controller.close()
+    return {
+        "frames": total,
+        "seconds": total / sample_rate,
+        "path": out,
+        "sample_rate": sample_rate,
+        "block_size": block_size,
+        "format": fmt,
+        "subtype": subtype,
+        "peak_dbfs": 20 * math.log10(peak) if peak > 0 else -math.inf,
+        "lines": len(lines),
+    }
+
+
+SFC_SET_ADD_PEAK_CHUNK = 0x1050   # libsndfile: float WAVs get a PEAK chunk with a timestamp
+
+
+def _no_peak_chunk(sink) -> None:
+    """libsndfile stamps float WAVs with the wall-clock time (a PEAK chunk):
+    switch it off, so the same score gives the same bytes."""
+    try:
+        import soundfile as sf
+
+        sf._snd.sf_command(sf._ffi.cast("SNDFILE *", sink._file), SFC_SET_ADD_PEAK_CHUNK,
+                           sf._ffi.NULL, 0)
+    except Exception:  # a soundfile without these internals: still a correct file
+        pass
+
+
+class _Progress:
+    """A rich progress bar on stderr, only for long renders on a terminal."""
+
+    def __init__(self, seconds: float, *, enabled: bool):
+        self.seconds = seconds
+        self.bar = None
+        if enabled and seconds >= PROGRESS_MIN_SECONDS and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("rendering"), BarColumn(),
+                                TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                                TimeRemainingColumn(), console=Console(stderr=True),
+                                transient=True)
+            self.task = self.bar.add_task("render", total=seconds)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def update(self, seconds: float):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=seconds)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
