@@ -583,8 +583,12 @@ def _arg(args: object, name: str) -> Any:
 
 
 def _quote(raw: object) -> str:
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
+    """The raw value as the user wrote it: text as is, TOML values as TOML."""
+    if not isinstance(raw, str):
+        try:
+            raw = _toml_value(raw)
+        except TypeError:
+            raw = str(raw)
     return f"'{raw}'"
 
 

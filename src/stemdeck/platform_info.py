@@ -74,7 +74,11 @@ class PlatformInfo:
 
     @property
     def description(self) -> str:
-        name = self.model or self.cpu or f"unknown {self.system} machine"
+        if self.system == "Darwin":  # hw.model ("Mac14,9") says less than the chip
+            name = self.cpu or self.model
+        else:  # a board model ("Raspberry Pi 4 ...") says more than its CPU
+            name = self.model or self.cpu
+        name = name or f"unknown {self.system} machine"
         if self.virtual:
             name += " (virtual machine)"
         cores = f"{self.cores} core" + ("" if self.cores == 1 else "s")
