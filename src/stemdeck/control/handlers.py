@@ -401,7 +401,7 @@ class Controller:
             self.replies.append((sender, address, args))
 
     def _fail(self, sender, address: str, reason: str):
-        log.warning("/fail %s %s", address, reason)
+        log.debug("/fail %s %s", address, reason)   # the server logs replies (rate-limited)
         self._emit(sender, "/fail", address, reason)
 
     def _done(self, sender, address: str, *args):

@@ -230,6 +230,7 @@ class Arg:
     default: Any = REQUIRED       # REQUIRED, KEEP, None or a value
     unit: str = ""
     variadic: bool = False        # last argument only: one or more values
+    default_text: str = ""        # how the docs show a default of None
 
     @property
     def required(self) -> bool:
@@ -347,7 +348,7 @@ MESSAGES: tuple[Message, ...] = (
         (_id(), Arg("path", "path", "audio file; relative paths in a score are relative to the "
                                     "score's folder"),
          Arg("name", "string", "display name (default: the file name without extension)",
-             default=None)),
+             default=None, default_text="the file name")),
         example='/load_buffer 100 stems/drums.wav drums',
         reply="`/done /load_buffer id` when the sample is ready, or `/fail /load_buffer reason`",
         notes="Decoding runs off the audio thread; the file is resampled to the engine rate. "
@@ -375,7 +376,8 @@ MESSAGES: tuple[Message, ...] = (
          Arg("start", "float", "section start, seconds into the buffer", 0.0, MAX_SECONDS,
              unit="s"),
          Arg("duration", "float", "section length in seconds of the buffer (default: to the "
-                                  "end)", 0.001, MAX_SECONDS, None, unit="s")),
+                                  "end)", 0.001, MAX_SECONDS, None, unit="s",
+             default_text="to the end")),
         example="/play_stem_section 100 1.0 0.9 1 32.0 8.0",
         notes="`start` is in seconds, as the crowdstream mixer sends it (its section cue points "
               "are in seconds)."),
