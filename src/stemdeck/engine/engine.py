@@ -223,6 +223,11 @@ class Engine:
         order = (np.arange(idx - n, idx)) & (len(ring) - 1)
         return ring[order].astype(np.float64)
 
+    def set_eq_enabled(self, enabled: bool) -> None:
+        """Bypass the isolator EQ on every deck (on by default; it is cheap).
+        For measurements: switching it while audio plays jumps the phase."""
+        self.state.params[L.P_EQ_ON] = 1.0 if enabled else 0.0
+
     # -- feedback (control / reporter thread) ----------------------------------------
     def events(self) -> list[tuple[int, float, float, float]]:
         """Drain the engine's events; slots it released are freed here."""

@@ -25,7 +25,7 @@ from numba import carray, cfunc, njit, types
 
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
-from stemdeck.engine.dsp.eq import process_deck
+from stemdeck.engine.dsp.eq import bypass_deck, process_deck
 from stemdeck.engine.rt import address_as_pointer, load_acquire, monotonic_ns, store_release
 
 # error_model="numpy": a float division by zero gives inf/nan instead of
@@ -209,12 +209,16 @@ def _free_voice(st, v):
 
 @njit(**JIT)
 def _fade_out(st, v):
-    """Start a declick fade to silence; the voice frees itself at zero."""
+    """Start a declick fade to silence; the voice frees itself at zero.
+    ``VF_ENV`` is the gain of the next sample, so the fade starts on the
+    command's own frame."""
     vi = st[S_VI]
     vf = st[S_VF]
     if vi[v, L.VI_STATE] == L.V_PLAYING:
         vi[v, L.VI_STATE] = L.V_STOPPING
-        vf[v, L.VF_ENV_STEP] = -1.0 / st[S_PARAMS][L.P_DECLICK]
+        step = 1.0 / st[S_PARAMS][L.P_DECLICK]
+        vf[v, L.VF_ENV_STEP] = -step
+        vf[v, L.VF_ENV] -= step
 
 
 @njit(**JIT)
@@ -251,14 +255,16 @@ def _start_voice(st, bid, slot, deck, rate, volume, loop, start, sec_start, sec_
     vi[v, L.VI_SLOT] = slot
     vi[v, L.VI_DECK] = deck
     vi[v, L.VI_LOOP] = loop
+    vi[v, L.VI_WRAPPED] = 0
     vf[v, L.VF_POS] = pos
     vf[v, L.VF_RATE] = rate
     vf[v, L.VF_GAIN] = volume
     vf[v, L.VF_GAIN_TGT] = volume
     vf[v, L.VF_GAIN_STEP] = 0.0
     vf[v, L.VF_GAIN_REM] = 0.0
-    vf[v, L.VF_ENV] = 0.0
-    vf[v, L.VF_ENV_STEP] = 1.0 / st[S_PARAMS][L.P_DECLICK]
+    # the first sample sounds on the command's frame, at 1/declick of full gain
+    vf[v, L.VF_ENV] = 1.0 / st[S_PARAMS][L.P_DECLICK]
+    vf[v, L.VF_ENV_STEP] = vf[v, L.VF_ENV]
     vf[v, L.VF_LO] = lo
     vf[v, L.VF_HI] = hi
     vf[v, L.VF_START_FRAME] = frame
@@ -458,7 +464,7 @@ def _run_steady(data, k, bus, off, count, pos, rate, rate_step, right):
 
 
 @njit(**JIT)
-def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
+def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick):
     """Mix ``n`` frames of one voice into ``bus[off:off+n]``. Returns the number
     of frames rendered before it ended (n if it is still going), and whether
     it reached the end of a one-shot (1) or faded to silence (2)."""
@@ -486,7 +492,7 @@ def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
     if loop:
         safe_lo = flo + 1.0
         safe_hi = min(safe_hi, fhi - 3.0)
-        if not xfade_seam:
+        if not xfade_seam and vi[L.VI_WRAPPED]:
             safe_lo = max(safe_lo, flo + fd)
     done = 0
     i = 0
@@ -498,6 +504,14 @@ def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
                 pos, rate = _run_steady(data, g * env * scale, bus, off + i, count, pos, rate, rate_step, right)
                 i += count
                 continue
+        if env <= 0.0:
+            done = 2
+            break
+        if g_rem > 0.0:                        # ramps step before the sample they change
+            g += g_step
+            g_rem -= 1.0
+            if g_rem <= 0.0:
+                g = vf[L.VF_GAIN_TGT]
         l, r = _read(data, pos, lo, hi, loop, nframes, right)
         edge = 1.0
         if pos > fhi - fd:
@@ -508,17 +522,12 @@ def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
                 r = r + w * (r2 - r)
             else:
                 edge = (fhi - pos) / fd
-        elif loop and not xfade_seam and pos < flo + fd:
-            edge = (pos - flo) / fd
+        elif loop and not xfade_seam and pos < flo + fd and vi[L.VI_WRAPPED]:
+            edge = (pos - flo) / fd           # back in after the seam's dip
         k = g * env * edge * scale
         bus[off + i, 0] += np.float32(l * k)
         bus[off + i, 1] += np.float32(r * k)
         i += 1
-        if g_rem > 0.0:
-            g += g_step
-            g_rem -= 1.0
-            if g_rem <= 0.0:
-                g = vf[L.VF_GAIN_TGT]
         if env_step != 0.0:
             env += env_step
             if env >= 1.0:
@@ -532,6 +541,7 @@ def _run_voice(data, scale, vf, loop, bus, off, n, rate, rate_step, declick):
         if pos >= fhi:
             if loop:
                 pos -= length
+                vi[L.VI_WRAPPED] = 1
             else:
                 done = 1
                 break
@@ -570,13 +580,13 @@ def _render_voices(st, off, n, frame0, bpm0, bpm_step, active):
         fmt = slots[slot, L.SL_FORMAT]
         loop = vi[v, L.VI_LOOP] != 0
         if fmt == L.FMT_I16:
-            rendered, done = _run_voice(carray(ptr, shape, np.int16), I16_SCALE, vf[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.int16), I16_SCALE, vf[v], vi[v], loop, bus[deck],
                                         off, n, rate, rate_step, declick)
         elif fmt == L.FMT_I32:
-            rendered, done = _run_voice(carray(ptr, shape, np.int32), I32_SCALE, vf[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.int32), I32_SCALE, vf[v], vi[v], loop, bus[deck],
                                         off, n, rate, rate_step, declick)
         else:
-            rendered, done = _run_voice(carray(ptr, shape, np.float32), 1.0, vf[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.float32), 1.0, vf[v], vi[v], loop, bus[deck],
                                         off, n, rate, rate_step, declick)
         active[deck] = 1
         if done == 1:
@@ -620,6 +630,7 @@ def _render_decks(st, out, off, n, active):
     ramps = st[S_RAMPS]
     coefs = st[S_EQ_COEFS]
     eq_state = st[S_EQ_STATE]
+    eq_on = st[S_PARAMS][L.P_EQ_ON] != 0.0
     for d in range(C.DECKS):
         r_level = L.R_LEVEL + d
         r_xf = L.R_XFADE + d
@@ -637,7 +648,13 @@ def _render_decks(st, out, off, n, active):
                 for r in (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2):
                     _skip(ramps, r, n)
                 continue
-        process_deck(coefs, state, ramps, (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2), bus[d], out, off, n)
+        rows = (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2)
+        if eq_on:
+            process_deck(coefs, state, ramps, rows, bus[d], out, off, n)
+        else:
+            bypass_deck(ramps, rows, bus[d], out, off, n)
+            for r in (r_eq, r_eq + 1, r_eq + 2):
+                _skip(ramps, r, n)
 
 
 @njit(**JIT)

@@ -36,7 +36,7 @@ BF_SLOT, BF_DECK = range(2)
 (VF_POS, VF_RATE, VF_GAIN, VF_GAIN_TGT, VF_GAIN_STEP, VF_GAIN_REM, VF_ENV, VF_ENV_STEP,
  VF_LO, VF_HI, VF_START_FRAME, NVF) = range(12)
 # voice int columns
-VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, NVI = range(6)
+VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, VI_WRAPPED, NVI = range(7)
 V_FREE, V_PLAYING, V_STOPPING = 0, 1, 2
 
 # ramped knobs: rows of (current, target, step, frames remaining)
@@ -48,7 +48,7 @@ NRAMPS = R_EQ + 3 * DECKS
 RP_CUR, RP_TGT, RP_STEP, RP_REM = range(4)
 
 # un-ramped parameters the control thread may write directly (read once per block)
-P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, NPARAMS = range(6)
+P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, P_EQ_ON, NPARAMS = range(7)
 
 # clock: bpm now, target, step per frame, frames of ramp left, beats elapsed, base bpm
 CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = range(7)
@@ -126,6 +126,7 @@ class State:
         )
         s.counters[CT_SAMPLE_RATE] = sample_rate
         s.params[P_LIMITER_ON] = 1.0
+        s.params[P_EQ_ON] = 1.0
         s.params[P_DECLICK] = round(0.005 * sample_rate)       # 5 ms start/stop/seam fades
         s.params[P_DEFAULT_RAMP] = round(0.005 * sample_rate)  # 5 ms knob ramps: no zipper noise
         s.clock[CK_BPM] = s.clock[CK_BPM_TGT] = s.clock[CK_BASE_BPM] = base_bpm

@@ -96,6 +96,22 @@ def _ramp(cur, tgt, step, rem):
     return cur, rem
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def bypass_deck(ramps, rows, bus, out, off, n):
+    """The deck without the isolator (level and crossfader only)."""
+    r0, r1 = rows[0], rows[1]
+    lv, lv_t, lv_s, lv_r = ramps[r0, 0], ramps[r0, 1], ramps[r0, 2], ramps[r0, 3]
+    xf, xf_t, xf_s, xf_r = ramps[r1, 0], ramps[r1, 1], ramps[r1, 2], ramps[r1, 3]
+    for i in range(off, off + n):
+        lv, lv_r = _ramp(lv, lv_t, lv_s, lv_r)
+        xf, xf_r = _ramp(xf, xf_t, xf_s, xf_r)
+        g = lv * xf
+        out[i, 0] += np.float32(g * float(bus[i, 0]))
+        out[i, 1] += np.float32(g * float(bus[i, 1]))
+    ramps[r0, 0], ramps[r0, 3] = lv, lv_r
+    ramps[r1, 0], ramps[r1, 3] = xf, xf_r
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def process_deck(coefs, state, ramps, rows, bus, out, off, n):
     """Mix ``n`` frames of one deck bus through the isolator into ``out``.
