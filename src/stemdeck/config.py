@@ -30,19 +30,18 @@ subcommand, so it must stay cheap.
 from __future__ import annotations
 
 import argparse
-import difflib
-import ipaddress
-import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stemdeck.errors import UsageError
+
+# tomllib, difflib, ipaddress and json are imported where used: most runs
+# need none of them, and every subcommand's --help imports this module.
 
 if TYPE_CHECKING:
     from stemdeck.platform_info import PlatformInfo
@@ -108,6 +107,8 @@ def _choice(choices: Iterable[str]) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         if isinstance(raw, str) and raw.strip().lower() in choices:
             return raw.strip().lower()
+        import difflib
+
         close = difflib.get_close_matches(str(raw).strip().lower(), choices, n=1)
         raise _Invalid(f"did you mean {close[0]}?" if close else "")
 
@@ -159,18 +160,20 @@ def _parse_latency(raw: object) -> str | float:
     return seconds
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_HOSTNAME = (r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 
 def _parse_host(raw: object) -> str:
     if not isinstance(raw, str):
         raise _Invalid()
+    import ipaddress
+
     text = raw.strip()
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
         pass
-    if _HOSTNAME.fullmatch(text) and not re.fullmatch(r"[\d.]+", text):
+    if re.fullmatch(_HOSTNAME, text) and not re.fullmatch(r"[\d.]+", text):
         return text  # resolved when the server binds, not here (DNS may be slow)
     raise _Invalid()
 
@@ -447,6 +450,7 @@ def config_search_path(environ: Mapping[str, str] | None = None, cwd: str | os.P
 
 
 def _load_toml(path: Path, origin: str) -> tuple[dict, str]:
+    import tomllib
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -646,6 +650,8 @@ def _check_layout(data: dict, text: str, path: Path, warnings: list[str]) -> Non
         for key in body:
             if (section, key) not in known_keys:
                 keys = sorted(k for s, k in known_keys if s == section)
+                import difflib
+
                 close = difflib.get_close_matches(key, keys, n=1)
                 hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(keys)})"
                 line = _find_line(text, section, key)
@@ -738,6 +744,8 @@ def resolve(
 
 
 def _toml_key(key: str) -> str:
+    import json
+
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
@@ -753,6 +761,8 @@ def _toml_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
+        import json
+
         # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
@@ -847,6 +857,8 @@ def write_config(path: str | os.PathLike, updates: Mapping[str, Mapping[str, Any
         data, text = {}, ""
     expected = _merge(data, updates)
     new_text = _edit_in_place(text, updates) if text.strip() else _dump_toml(expected)
+    import tomllib
+
     try:
         ok = tomllib.loads(new_text) == expected
     except tomllib.TOMLDecodeError:
