@@ -801,6 +801,7 @@ class Controller:
     def on_cue(self, ctx, *, deck, path, start_pos):
         buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
         self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
+        self.armed[deck] = (buffer_id, start_pos)   # a /start_group now waits for this load
         self._require(buffer_id)
         if buffer_id in self.voices:          # crowdstream replaces the deck's player
             self.engine.stop(buffer_id, at=ctx.at)
@@ -809,7 +810,8 @@ class Controller:
         self._touch(ctx.now)
         self._done(ctx.sender, "/cue", buffer_id)
 
-    def on_start_group(self, ctx, *, start_at, decks):
+    def on_start_group(self, ctx, *, start_at, deck):
+        decks = deck
         at, frame = self._rel(ctx, start_at)
         starts, fails, waits = [], [], set()
         for deck in dict.fromkeys(decks):        # each deck once, in order

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -122,9 +123,18 @@ def _show(value) -> str:
     return repr(value)
 
 
+def _as_sent(value, v):
+    """Show a number as the client sent it (101, not 101.0); text as its number."""
+    if isinstance(value, numbers.Integral) and not _is_bool(value):
+        return repr(int(value))
+    if isinstance(value, numbers.Real):
+        return _show(float(value))
+    return _show(v)
+
+
 def _check_range(v, value, arg):
     if (arg.lo is not None and v < arg.lo) or (arg.hi is not None and v > arg.hi):
-        raise _Bad(f"{arg.name} {_show(v)} out of range {_fmt(arg.lo)}..{_fmt(arg.hi)}"
+        raise _Bad(f"{arg.name} {_as_sent(value, v)} out of range {_fmt(arg.lo)}..{_fmt(arg.hi)}"
                    + (f" {arg.unit}" if arg.unit else ""))
     return v
 
@@ -144,7 +154,7 @@ def _conv_float(value, arg):
 def _conv_int(value, arg):
     v = _number(value, arg)
     if v != int(v):
-        raise _Bad(f"{arg.name} {_show(value)} is not a whole number")
+        raise _Bad(f"{arg.name} {_as_sent(value, v)} is not a whole number")
     return int(_check_range(int(v), value, arg))
 
 
@@ -153,7 +163,7 @@ def _conv_bool(value, arg):
         return value
     v = _number(value, arg)
     if v not in (0.0, 1.0):
-        raise _Bad(f"{arg.name} {_show(value)}: use 0 or 1")
+        raise _Bad(f"{arg.name} {_as_sent(value, v)}: use 0 or 1")
     return v == 1.0
 
 
@@ -491,7 +501,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/start_group", "start_group", "Start several decks on the same frame.", "Timed control",
         (Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s"),
-         Arg("decks", "deck", "decks to start", variadic=True)),
+         Arg("deck", "deck", "the decks to start, one or more", variadic=True)),
         example="/start_group 8.0 A B",
         reply="`/fail /start_group reason` for each deck left out",
         notes="The start time may also come last (`/start_group A B 8.0`). Starts each deck's "
