@@ -542,6 +542,8 @@ def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick)
             if loop:
                 pos -= length
                 vi[L.VI_WRAPPED] = 1
+                if not xfade_seam:              # from now on the seam dips back in
+                    safe_lo = max(safe_lo, flo + fd)
             else:
                 done = 1
                 break
