@@ -314,9 +314,10 @@ class Controller:
     # -- entry points ------------------------------------------------------------------------
 
     def handle(self, address: str, args=(), *, at: int | None = None, sender=None):
-        """Validate and apply one message; returns the replies it produced now
-        (each ``(address, args)``; also sent through ``reply``). A message that
-        waits for a load answers later, from :meth:`poll`."""
+        """Validate and apply one message; returns the replies produced during
+        the call (each ``(address, args)``, all also sent through ``reply`` to
+        their own senders: a load finishing here can answer earlier messages
+        too). A message that waits for a load answers later, from :meth:`poll`."""
         self._emitted = out = []
         try:
             try:
