@@ -487,3 +487,16 @@ def test_status_reply_has_the_documented_fields():
     assert detail["decks"][0]["buffers"][0]["id"] == 100
     assert c.handle("/version", [])[0][1][0] == "stemdeck"
     assert not any(math.isnan(float(a)) for a in args)
+
+
+def test_check_path_refuses_before_anything_changes():
+    def only_music(path):
+        if not path.startswith("/music/"):
+            raise CommandError("outside media root")
+
+    engine, c = make(check_path=only_music)
+    assert c.handle("/load_buffer", [100, "/music/a.wav"]) == [("/done", ("/load_buffer", 100))]
+    assert c.handle("/load_buffer", [100, "/etc/passwd"]) == [("/fail", ("/load_buffer", "outside media root"))]
+    assert c.buffers[100].path == "/music/a.wav" and not calls(engine, "unbind")
+    assert c.handle("/cue", ["B", "../x.wav"]) == [("/fail", ("/cue", "outside media root"))]
+    assert c.handle("/play", ["C", "/tmp/x.wav", 0]) == [("/fail", ("/play", "outside media root"))]

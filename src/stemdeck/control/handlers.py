@@ -264,6 +264,9 @@ class Controller:
     that posts several commands (a group start, two levels) schedules them
     all, so they land on one frame even if the audio thread runs between
     the posts; the server sets it to its block size (0: as soon as possible).
+    ``check_path(path)``: called before any file is opened for ``/load_buffer``,
+    ``/play`` or ``/cue``; raises CommandError to refuse it (``--media-root``:
+    "outside media root"), which becomes the message's ``/fail``.
     ``hooks``: server-only actions, ``{"notify": f(sender, on), "quit": f(sender),
     "status": f() -> dict}`` (``status`` adds the fields only the server knows).
     """
@@ -272,7 +275,8 @@ class Controller:
                  sample_rate: int | None = None, base_bpm: float = 120.0,
                  follow_tempo: bool = True, times_from: str = "reset",
                  on_load_ready: Callable[[], None] | None = None,
-                 lookahead: int = 0, hooks: dict | None = None):
+                 lookahead: int = 0, check_path: Callable[[str], None] | None = None,
+                 hooks: dict | None = None):
         if times_from not in ("reset", "receipt"):
             raise ValueError("times_from must be 'reset' or 'receipt'")
         self.engine = engine
@@ -289,6 +293,7 @@ class Controller:
         self.on_load_ready = on_load_ready
         self.hooks = dict(hooks or {})
         self.lookahead = int(lookahead)
+        self.check_path = check_path
 
         self.buffers: dict[int, BufferInfo] = {}
         self._samples: dict[str, _Sample] = {}
@@ -464,6 +469,8 @@ class Controller:
     def _load(self, buffer_id: int, path: str, name: str | None, ctx: Ctx,
               done_address: str | None) -> BufferInfo:
         """Start loading ``path`` into ``buffer_id``; ``done_address`` gets /done or /fail."""
+        if self.check_path is not None:
+            self.check_path(path)             # refuses before anything changes
         self._release(buffer_id, ctx)
         key = self._key(path)
         if name is None:
