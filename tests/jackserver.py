@@ -30,7 +30,15 @@ What was learned about jackd 1.9 (Debian jackd2) here:
 - ``jack_rec`` writes a usable file only when it ends by itself (``-d``),
   not when it is killed;
 - ``JACK_NO_START_SERVER=1`` (set in :attr:`env`) stops a client from
-  auto-starting a default server when this one is down.
+  auto-starting a default server when this one is down;
+- JACK registers servers in a table of only 8 slots
+  (``/dev/shm/jack-shm-registry``). A server killed with SIGKILL keeps its
+  slot until a server *of the same name* starts again, so eight killed
+  servers lock every JACK test on the machine out ("Too many servers
+  already active"). :meth:`JackServer.stop` therefore restarts a killed
+  server once and stops it properly, and :meth:`JackServer.start` frees
+  the slots of dead servers (:func:`reclaim_dead_registrations`) when the
+  table is full. Never leave a test's jackd SIGKILLed without this helper.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -47,6 +56,7 @@ import uuid
 from pathlib import Path
 
 JACK_TMP_DIR = Path("/dev/shm")  # Debian's libjack keeps sockets and semaphores here
+JACK_REGISTRY = JACK_TMP_DIR / "jack-shm-registry"
 _counter = itertools.count(1)
 _RUN_ID = uuid.uuid4().hex[:6]
 
@@ -59,6 +69,54 @@ def missing_tools() -> str | None:
             f"needs {', '.join(missing)} (Debian: DEBIAN_FRONTEND=noninteractive apt-get install jackd2)"
         )
     return None
+
+
+def registered_servers() -> list[tuple[str, int]]:
+    """(name, pid) of this user's servers in JACK's server registry.
+
+    Each slot is ``{pid_t pid; char name[]}`` with the name stored as
+    ``jack-<uid>:<server name>:``; the pid is the 4 bytes before it.
+    """
+    try:
+        data = JACK_REGISTRY.read_bytes()
+    except OSError:
+        return []
+    servers = []
+    for m in re.finditer(rb"jack-(\d+):([^:\x00]+):\x00", data):
+        if int(m.group(1)) == os.getuid() and m.start() >= 4:
+            (pid,) = struct.unpack_from("=i", data, m.start() - 4)
+            if pid > 0:
+                servers.append((m.group(2).decode(errors="replace"), pid))
+    return servers
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_dead_registrations() -> list[str]:
+    """Free the registry slots of servers that died without unregistering
+    (SIGKILL) by starting and stopping a server of the same name, which is
+    how jackd itself reclaims a slot. Returns the names reclaimed."""
+    reclaimed = []
+    for name, pid in registered_servers():
+        if _pid_alive(pid):
+            continue
+        server = JackServer(name=name)
+        try:
+            server.start(_reclaim=False)
+            reclaimed.append(name)
+        except RuntimeError:
+            pass
+        finally:
+            server.cleanup()
+    return reclaimed
 
 
 def unique_name() -> str:
@@ -90,6 +148,7 @@ class JackServer:
         self.log_path = self.log_dir / f"jackd-{self.name}.log"
         self.process: subprocess.Popen | None = None
         self._clients: list[subprocess.Popen] = []
+        self._killed = False  # SIGKILLed and not started again: still holds a registry slot
 
     @property
     def command(self) -> list[str]:
@@ -102,7 +161,7 @@ class JackServer:
 
     # --- lifecycle ---
 
-    def start(self, timeout: float = 10.0) -> JackServer:
+    def start(self, timeout: float = 10.0, *, _reclaim: bool = True) -> JackServer:
         """Start jackd (again, after :meth:`kill` or :meth:`stop`) and wait until
         clients can connect. Raises RuntimeError with the log if it fails."""
         if self.is_alive():
@@ -110,15 +169,27 @@ class JackServer:
         if self.is_running():
             raise RuntimeError(f"a JACK server named {self.name} is already running (not started by this helper)")
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # append: xruns() counts across restarts
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
+        self._killed = False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                output = self.log()[log_start:]
+                if "Too many servers already active" in output:
+                    if _reclaim and reclaim_dead_registrations():
+                        return self.start(timeout, _reclaim=False)
+                    raise RuntimeError(
+                        "JACK's server registry (8 slots, /dev/shm/jack-shm-registry) is full: "
+                        f"registered {registered_servers()}. A server killed with SIGKILL keeps its slot "
+                        "until a server of the same name starts again; stop the live ones, or start and "
+                        "stop (SIGTERM) one per stale name to free its slot."
+                    )
                 raise RuntimeError(
-                    f"{' '.join(self.command)} exited with status {self.process.returncode}:\n{self.log()[-2000:]}"
+                    f"{' '.join(self.command)} exited with status {self.process.returncode}:\n{output[-2000:]}"
                 )
             if self.is_running():
                 return self
@@ -150,7 +221,8 @@ class JackServer:
         """
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=10)  # reaped: a zombie would look alive to the registry
+            self._killed = True
         self._remove_leftovers()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -166,6 +238,13 @@ class JackServer:
                 client.kill()
                 client.wait(timeout=timeout)
         self._clients.clear()
+        if self._killed:
+            # Free the registry slot the killed jackd still holds: start it
+            # once more under the same name, then stop it properly below.
+            try:
+                self.start(_reclaim=False)
+            except RuntimeError:
+                pass
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

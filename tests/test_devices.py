@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from jackserver import reclaim_dead_registrations, registered_servers
 from stemdeck.audio.devices import NoOutputDeviceError
 from stemdeck.errors import DeviceError, UsageError
 
@@ -343,3 +344,28 @@ def test_jack_fixture_kill_and_restart(jack_server):
     jack_server.start()
     assert jack_server.is_running()
     assert "system:playback_1" in jack_server.ports()
+
+
+def _registered():
+    return [name for name, _pid in registered_servers()]
+
+
+@pytest.mark.jack
+def test_jack_fixture_gives_back_a_killed_servers_registry_slot(jack_server):
+    # JACK has 8 server slots; a SIGKILLed server keeps its slot until a
+    # server of the same name starts again. Leaking them locks out every
+    # JACK test on the machine.
+    assert jack_server.name in _registered()
+    jack_server.kill()
+    assert jack_server.name in _registered()
+    jack_server.stop()
+    assert jack_server.name not in _registered()
+
+
+@pytest.mark.jack
+def test_reclaim_dead_registrations(jack_server):
+    jack_server.process.kill()  # behind the helper's back, as a crashed test would
+    jack_server.process.wait()
+    assert jack_server.name in _registered()
+    assert jack_server.name in reclaim_dead_registrations()
+    assert jack_server.name not in _registered()
