@@ -189,9 +189,10 @@ def test_same_score_same_bytes(media):
 
 
 def test_block_size_does_not_change_the_result(media):
-    small, _ = render(media, BUSY, out="b64.wav", block_size=64)
-    large, _ = render(media, BUSY, out="b1024.wav", block_size=1024)
+    small, info64 = render(media, BUSY, out="b64.wav", block_size=64)
+    large, info1024 = render(media, BUSY, out="b1024.wav", block_size=1024)
     odd, _ = render(media, BUSY, out="b333.wav", block_size=333)
+    assert info64["late_commands"] == info1024["late_commands"] == 0
     assert small.shape == large.shape == odd.shape
     assert np.max(np.abs(small - large)) <= 1e-6
     assert np.max(np.abs(odd - large)) <= 1e-6

@@ -123,7 +123,8 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
                  duration: float | None = None, format: str | None = None,
                  subtype: str | None = None, progress: bool = True) -> dict:
     """Render ``score_path`` to ``out_path``; returns ``{"frames", "seconds", "path",
-    "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines"}``.
+    "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines",
+    "late_commands"}``.
 
     Raises :class:`ScoreError` (``file:line: reason``) for a bad score and
     :class:`UsageError` for bad parameters; no output file is left then.
@@ -257,6 +258,7 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
                 if frame - shown >= sample_rate or frame >= total:
                     bar.update(frame / sample_rate)
                     shown = frame
+        late = int(engine.stats()["late_commands"])
         os.replace(tmp, out)
     except BaseException:
         try:
@@ -276,6 +278,7 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
         "subtype": subtype,
         "peak_dbfs": 20 * math.log10(peak) if peak > 0 else -math.inf,
         "lines": len(lines),
+        "late_commands": late,     # offline every command lands on its frame: always 0
     }
 
 
