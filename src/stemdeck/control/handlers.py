@@ -47,6 +47,7 @@ TONE_LEVEL = 0.25             # -12 dBFS
 TONE_FADE_S = 0.005
 MOVEMENT_NORM = 0.6           # crowdstream: typical maximum of /dance/total_movement
 MOVEMENT_MIN_BPM = 80.0
+MAX_WAITING = 4096            # messages waiting for loads; more are refused
 MOVEMENT_GLIDE_S = 1.0        # ~ crowdstream's per-block smoothing (factor 0.98 at 1024 frames)
 
 
@@ -378,6 +379,10 @@ class Controller:
         try:
             handler(ctx, **call.values)
         except _Wait as wait:
+            if len(self._deferred) >= MAX_WAITING:       # a flood must not grow memory
+                self._fail(ctx.sender, call.address, f"{MAX_WAITING} messages already wait for "
+                           "loads: send /sync and wait for /synced before sending more")
+                return
             ctx.waited = True
             self._deferred.append((call, ctx, wait.ids))
         except (CommandError, MediaError) as exc:
