@@ -96,7 +96,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> "np.ndarray":
 def load_audio_with_notes(path: str | os.PathLike, sample_rate: int) -> DecodedAudio:
     """Decode ``path`` like :func:`load_audio`; also return the notes (warnings
     for a person: downmix, level change, repaired samples, truncation)."""
-    import numpy as np
     import soundfile as sf
 
     rate = _check_rate(sample_rate)
@@ -115,9 +114,9 @@ def load_audio_with_notes(path: str | os.PathLike, sample_rate: int) -> DecodedA
             if note:
                 notes.append(note)
         audio = _decode(sfile, rate, shown, kind, wav, notes)
-    if audio.shape[0] == 0:
-        raise MediaError(f"no audio in file (0 frames): {shown}")
-    assert audio.dtype == np.float32 and audio.flags.c_contiguous
+    if audio.shape[0] == 0:   # a compressed file whose header promised frames it did not hold
+        raise MediaError(f"no audio in file (0 frames): {shown} decodes to nothing; "
+                         "copy or export the file again")
     return DecodedAudio(audio, notes)
 
 
@@ -177,7 +176,8 @@ def _check_rate(sample_rate) -> int:
 
 
 def _preflight(shown: str) -> tuple[_Kind | None, _WavInfo | None]:
-    """Refuse what is not a readable, non-empty regular file; sniff its type."""
+    """Refuse what is not a readable, non-empty regular file; sniff its type
+    (which only explains a refusal later: libsndfile decides what it opens)."""
     try:
         st = os.stat(shown)
     except (FileNotFoundError, NotADirectoryError):
@@ -206,17 +206,6 @@ def _preflight(shown: str) -> tuple[_Kind | None, _WavInfo | None]:
         raise MediaError(f"a directory, not an audio file: {shown}") from None
     except OSError as exc:
         raise MediaError(f"cannot read: {shown} ({exc.strerror or exc})") from None
-    if kind is not None and not kind.audio:
-        raise MediaError(f"not an audio file: {shown} ({kind.hint})")
-    if kind is not None and not kind.decodable:
-        hint = kind.hint.format(_quote(shown))
-        raise MediaError(f"unsupported format: {shown} is {kind.label}; {hint}")
-    if wav is not None and wav.tag is not None and wav.tag not in _WAV_TAGS_DECODED:
-        name = _WAV_TAG_NAMES.get(wav.tag)
-        name = f"{name} (format tag 0x{wav.tag:04X})" if name else f"format tag 0x{wav.tag:04X}"
-        raise MediaError(f"unsupported format: {shown} is a WAV file whose audio is encoded as {name}, "
-                         "which libsndfile cannot decode; convert it to PCM WAV or FLAC "
-                         f"(for example: ffmpeg -i {_quote(shown)} -c:a pcm_s16le out.wav)")
     return kind, wav
 
 
@@ -340,6 +329,7 @@ _OTHER_MAGIC = (
     (b"PK\x03\x04", _Kind("ZIP", audio=False, hint="it is a ZIP archive; unpack it first")),
     (b"\x1f\x8b", _Kind("gzip", audio=False, hint="it is gzip-compressed; unpack it first")),
     (b"\x7fELF", _Kind("ELF", audio=False, hint="it is a program")),
+    (b"NIST_1A", _Kind("NIST SPHERE")),        # text header, binary samples: not "text"
 )
 
 
@@ -411,6 +401,17 @@ def _open_failure(shown: str, kind: _Kind | None, wav: _WavInfo | None, exc: Exc
     detail = _libsndfile_words(exc)
     if kind is None:
         return MediaError(f"not an audio file: {shown} (no WAV, AIFF, FLAC, OGG or MP3 header found)")
+    if not kind.audio:
+        return MediaError(f"not an audio file: {shown} ({kind.hint})")
+    if not kind.decodable:
+        hint = kind.hint.format(_quote(shown))
+        return MediaError(f"unsupported format: {shown} is {kind.label}; {hint}")
+    if wav is not None and wav.tag is not None and wav.tag not in _WAV_TAGS_DECODED:
+        name = _WAV_TAG_NAMES.get(wav.tag)
+        name = f"{name} (format tag 0x{wav.tag:04X})" if name else f"format tag 0x{wav.tag:04X}"
+        return MediaError(f"unsupported format: {shown} is a WAV file whose audio is encoded as "
+                          f"{name}, which libsndfile cannot decode; convert it to PCM WAV or FLAC "
+                          f"(for example: ffmpeg -i {_quote(shown)} -c:a pcm_s16le out.wav)")
     if wav is not None and wav.tag is None:
         why = "its format chunk is missing, damaged or cut off"
         return MediaError(f"truncated or corrupt header: {shown} looks like WAV but {why}; "
