@@ -198,7 +198,8 @@ def _preflight(shown: str) -> tuple[_Kind | None, _WavInfo | None]:
             if not head:
                 raise MediaError(f"empty file (0 bytes): {shown}")
             kind = _sniff(head, fh)
-            wav = _read_wav_header(fh, head) if kind is not None and kind.label.startswith("WAV") else None
+            is_wav = kind is not None and kind.label.startswith("WAV")
+            wav = _read_wav_header(fh, head) if is_wav else None
     except PermissionError:
         raise MediaError(f"cannot read (permission denied): {shown}; "
                          "check the permissions of the file and the folders above it") from None
@@ -321,7 +322,8 @@ _OTHER_MAGIC = (
     (b"DSD ", _Kind("DSD (DSF)", decodable=False, hint=_CONVERT)),
     (b"FRM8", _Kind("DSD (DFF)", decodable=False, hint=_CONVERT)),
     (b"MThd", _Kind("MIDI", audio=False,
-                    hint="a MIDI file holds notes, not sound; render it to WAV with a synthesizer first")),
+                    hint="a MIDI file holds notes, not sound; "
+                         "render it to WAV with a synthesizer first")),
     (b"%PDF", _Kind("PDF", audio=False, hint="it is a PDF document")),
     (b"\x89PNG", _Kind("PNG", audio=False, hint="it is a PNG image")),
     (b"\xff\xd8\xff", _Kind("JPEG", audio=False, hint="it is a JPEG image")),

@@ -254,7 +254,8 @@ def render_song(song: Song) -> dict[str, "np.ndarray"]:
         "chords": _chords(song, rng),
         "lead": _lead(song, rng),
     }
-    # balance by peak (targets chosen from measured RMS: drums and bass lead, chords and lead sit below) ...
+    # balance by peak (targets chosen from measured RMS: drums and bass lead,
+    # chords and lead sit below them) ...
     targets = {"drums": 0.55, "bass": 0.42, "chords": 0.26, "lead": 0.3}
     for name, audio in stems.items():
         audio *= targets[name] / np.max(np.abs(audio))
@@ -437,7 +438,8 @@ def _rim(rng) -> "np.ndarray":
 
     n = int(0.08 * SAMPLE_RATE)
     t = _t(n)
-    tone = np.sin(2 * np.pi * 1700 * t) * np.exp(-t / 0.012) + 0.6 * np.sin(2 * np.pi * 820 * t) * np.exp(-t / 0.02)
+    tone = (np.sin(2 * np.pi * 1700 * t) * np.exp(-t / 0.012)
+            + 0.6 * np.sin(2 * np.pi * 820 * t) * np.exp(-t / 0.02))
     attack = 0.5 - 0.5 * np.cos(np.pi * np.minimum(t / 0.0005, 1))
     end = 0.5 + 0.5 * np.cos(np.pi * np.clip((t - t[-1] + 0.01) / 0.01, 0, 1))
     return (tone + 0.3 * _noise_band(n, 2000, 8000, rng) * np.exp(-t / 0.01)) * attack * end
@@ -617,7 +619,8 @@ def _pingpong(x: "np.ndarray", delay: int, feedback: float, wet: float, tone_hz:
     n = len(x)
     mono = np.fft.rfft(x.mean(axis=1))
     f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    d = np.exp(-2j * np.pi * f * delay / SAMPLE_RATE) / (1 + 1j * f / tone_hz)   # one tap: delay + 1-pole
+    # one tap: the delay and a one-pole low-pass (each echo darker than the last)
+    d = np.exp(-2j * np.pi * f * delay / SAMPLE_RATE) / (1 + 1j * f / tone_hz)
     gd = feedback * d
     left = wet * d / (1 - gd * gd)
     right = wet * feedback * d * d / (1 - gd * gd)
