@@ -36,7 +36,8 @@ OP_TEMPO = 11        # - / a=bpm b=ramp frames (0: at once)
 OP_STOP_ALL = 12     # - / -
 OP_VOICE_BPM = 13    # buffer_id / a=source bpm (0: the stem ignores the master tempo)
 OP_DECK_STOP = 14    # deck / -  (stops every voice on the deck)
-OP_COUNT = 15
+OP_KEYLOCK = 15      # deck / a=1 on, 0 off
+OP_COUNT = 16
 
 # PLAY flags
 PLAY_LOOP = 1
@@ -48,6 +49,7 @@ EV_ENDED = 2          # a=buffer_id b=frame: a one-shot voice reached its end
 EV_LATE = 3           # a=op b=frames late c=target: a command ran after its frame
 EV_VOICES_FULL = 4    # a=buffer_id: PLAY found no free voice
 EV_UNBOUND = 5        # a=op b=buffer_id: a command named a buffer with no sample
+EV_KEYLOCK_UNAVAILABLE = 6  # a=deck: key lock asked for, but Rubber Band is not installed
 
 DECKS = 4
 DECK_NAMES = "ABCD"

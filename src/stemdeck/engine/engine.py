@@ -39,7 +39,7 @@ class Engine:
 
     def __init__(self, sample_rate: int = 44100, *, max_block: int = 8192,
                  max_voices: int = L.DEFAULT_VOICES, max_slots: int = L.DEFAULT_SLOTS,
-                 ring_size: int = 8192, base_bpm: float = 120.0):
+                 ring_size: int = 8192, base_bpm: float = 120.0, keylock_engine: str = "finer"):
         if sample_rate not in SAMPLE_RATES:
             raise CommandError(f"sample rate {sample_rate} Hz is not supported; use 44100 or 48000")
         self.sample_rate = int(sample_rate)
@@ -50,6 +50,53 @@ class Engine:
         self._samples: dict[int, object] = {}        # slot -> array kept alive for the kernel
         self._free_slots = list(range(max_slots - 1, -1, -1))
         self._seq = 0
+        self._stretchers: list[int] = []
+        self._rubberband = None
+        self.keylock_engine = keylock_engine
+        self._setup_keylock(keylock_engine)
+
+    def _setup_keylock(self, engine_name: str) -> None:
+        """One real-time stretcher per deck, made now (allocation is not for the
+        audio thread); the kernel reaches them through the function table."""
+        from stemdeck.engine.keylock import RubberBand, lookahead_frames
+
+        st = self.state
+        st.params[L.P_LOOKAHEAD] = lookahead_frames(self.sample_rate, engine_name)
+        rb = RubberBand.load()
+        if rb is None:
+            return
+        self._rubberband = rb
+        st.kl_fn[:] = rb.function_table()
+        for d in range(C.DECKS):
+            handle = rb.new(self.sample_rate, engine_name)
+            self._stretchers.append(handle)
+            st.kl_i[d, L.KI_HANDLE] = handle
+            st.kl_i[d, L.KI_PAD] = rb.start_pad(handle)
+
+    @property
+    def keylock_available(self) -> bool:
+        return bool(self._stretchers)
+
+    @property
+    def keylock_latency(self) -> int:
+        """Frames a keylocked deck renders ahead: what key lock adds to the
+        latency of commands on that deck (scheduled commands are compensated)."""
+        return int(self.state.params[L.P_LOOKAHEAD])
+
+    def close(self) -> None:
+        """Free the stretchers. Only once no audio thread can call the kernel."""
+        if self._rubberband is not None:
+            self.state.kl_fn[:] = 0
+            self.state.kl_i[:, L.KI_HANDLE] = 0
+            for handle in self._stretchers:
+                self._rubberband.delete(handle)
+            self._stretchers = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     # -- the render path ---------------------------------------------------
     def render(self, out: np.ndarray) -> np.ndarray:
@@ -193,6 +240,12 @@ class Engine:
         """Master tempo; stems with a source bpm follow it. ``ramp`` in seconds."""
         return self.post(C.OP_TEMPO, 0, _finite("bpm", bpm, 20.0, 400.0), self._ramp_frames(ramp), at=at)
 
+    def set_keylock(self, deck: int, enabled: bool, *, at=None) -> bool:
+        """Key lock on a deck: its stems keep their pitch whatever their rate.
+        Switching crossfades; an ``EV_KEYLOCK_UNAVAILABLE`` event answers it
+        where Rubber Band is not installed."""
+        return self.post(C.OP_KEYLOCK, self._check_deck(deck), 1.0 if enabled else 0.0, at=at)
+
     def set_limiter(self, enabled: bool) -> None:
         """Switch the master limiter (on by default). Control thread; read per block."""
         self.state.params[L.P_LIMITER_ON] = 1.0 if enabled else 0.0
@@ -261,6 +314,8 @@ class Engine:
             "overruns": int(ct[L.CT_OVERRUNS]),
             "callback_max_ns": int(ct[L.CT_MAX_NS]),
             "record_dropped_frames": int(ct[L.CT_RECORD_DROPPED]),
+            "keylock_starved_frames": int(ct[L.CT_KL_STARVED]),
+            "keylock_decks": [int(d) for d in range(C.DECKS) if self.state.kl_i[d, L.KI_TARGET]],
             "bpm": float(self.state.clock[L.CK_BPM]),
             "beats": float(self.state.clock[L.CK_BEATS]),
             "samples": len(self._samples),

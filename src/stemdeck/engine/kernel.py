@@ -26,7 +26,15 @@ from numba import carray, cfunc, njit, types
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine.dsp.eq import bypass_deck, process_deck
-from stemdeck.engine.rt import address_as_pointer, load_acquire, monotonic_ns, store_release
+from stemdeck.engine.rt import address_as_pointer, c_function, load_acquire, monotonic_ns, store_release
+
+# Rubber Band's C API, called through the addresses in the function table
+rb_process = c_function("void", "ptr", "ptr", "u32", "i32")
+rb_available = c_function("i32", "ptr")
+rb_retrieve = c_function("u32", "ptr", "ptr", "u32")
+rb_set_pitch_scale = c_function("void", "ptr", "f64")
+rb_reset = c_function("void", "ptr")
+rb_start_delay = c_function("u32", "ptr")
 
 # error_model="numpy": a float division by zero gives inf/nan instead of
 # raising, so no exception path (which would need the GIL) is compiled in.
@@ -35,8 +43,9 @@ JIT = dict(nogil=True, cache=True, error_model="numpy")
 # positions of the arrays in the state tuple (the State field order)
 (S_COUNTERS, S_PARAMS, S_CLOCK, S_RAMPS, S_VF, S_VI, S_SLOTS, S_SLOT_REFS, S_BUFFERS,
  S_BUFFER_BPM, S_RING, S_RING_INDEX, S_PENDING, S_EVENTS, S_EVENTS_INDEX, S_EQ_COEFS,
- S_EQ_STATE, S_BUS, S_LIMITER, S_DURATIONS, S_DECK_ACTIVE, S_RECORD, S_RECORD_INDEX) = range(23)
-N_ARRAYS = 23
+ S_EQ_STATE, S_BUS, S_LIMITER, S_DURATIONS, S_DECK_ACTIVE, S_RECORD, S_RECORD_INDEX,
+ S_KL_I, S_KL_F, S_KL_FN, S_KL_PTRS, S_KL_IN, S_KL_OUT, S_KL_FIFO, S_KL_DELAY) = range(31)
+N_ARRAYS = 31
 
 PA_OUTPUT_UNDERFLOW = 0x4  # PaStreamCallbackFlags: paOutputUnderflow
 I16_SCALE = 1.0 / 32768.0
@@ -80,6 +89,14 @@ def unpack(table):
         carray(_p(t, 20), (t[20, 1],), np.int64),
         carray(_p(t, 21), (t[21, 1], t[21, 2]), np.float32),
         carray(_p(t, 22), (t[22, 1],), np.int64),
+        carray(_p(t, 23), (t[23, 1], t[23, 2]), np.int64),
+        carray(_p(t, 24), (t[24, 1], t[24, 2]), np.float64),
+        carray(_p(t, 25), (t[25, 1],), np.int64),
+        carray(_p(t, 26), (t[26, 1], t[26, 2]), np.int64),
+        carray(_p(t, 27), (t[27, 1], t[27, 2], t[27, 3]), np.float32),
+        carray(_p(t, 28), (t[28, 1], t[28, 2], t[28, 3]), np.float32),
+        carray(_p(t, 29), (t[29, 1], t[29, 2], t[29, 3]), np.float32),
+        carray(_p(t, 30), (t[30, 1], t[30, 2], t[30, 3]), np.float32),
     )
 
 
@@ -162,6 +179,15 @@ def _drain_commands(st, block_start):
                 counters[L.CT_LATE] += 1
                 _event(st, C.EV_LATE, ring[row, C.F_OP], block_start - frame, ring[row, C.F_TARGET])
             frame = block_start
+        else:
+            # a deck running ahead for key lock hears its voices `lookahead`
+            # frames after they render: their commands apply that much earlier
+            frame = max(block_start, frame - _voice_command_lead(st, ring[row]))
+        if ring[row, C.F_OP] == C.OP_BIND:
+            st[S_BUFFERS][int(ring[row, C.F_TARGET]), L.BF_PLANNED_DECK] = int(ring[row, C.F_B])
+        if ring[row, C.F_OP] == C.OP_KEYLOCK:
+            # voice commands drained after this one already see the deck ahead
+            st[S_KL_I][int(ring[row, C.F_TARGET]), L.KI_PLANNED] = 1 if ring[row, C.F_A] != 0.0 else 0
         seq = ring[row, C.F_SEQ]
         j = count
         while j > 0 and (pending[j - 1, C.F_FRAME] > frame or
@@ -179,6 +205,22 @@ def _drain_commands(st, block_start):
 # ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
+
+@njit(**JIT)
+def _voice_command_lead(st, rec):
+    op = int(rec[C.F_OP])
+    target = int(rec[C.F_TARGET])
+    if op == C.OP_DECK_STOP:
+        deck = target
+    elif op in (C.OP_PLAY, C.OP_STOP, C.OP_VOLUME, C.OP_RATE, C.OP_BIND, C.OP_UNBIND):
+        deck = st[S_BUFFERS][target, L.BF_PLANNED_DECK]
+    else:
+        return 0.0
+    kl = st[S_KL_I]
+    if deck >= 0 and (kl[deck, L.KI_MODE] == L.KL_AHEAD or kl[deck, L.KI_PLANNED] == 1):
+        return st[S_PARAMS][L.P_LOOKAHEAD]
+    return 0.0
+
 
 @njit(**JIT)
 def _ramp_to(ramps, r, target, frames):
@@ -371,6 +413,11 @@ def _apply(st, rec, frame):
         for v in range(nv):
             if vi[v, L.VI_DECK] == target:
                 _fade_out(st, v)
+    elif op == C.OP_KEYLOCK:
+        if a != 0.0:
+            _kl_engage(st, target, frame)
+        else:
+            st[S_KL_I][target, L.KI_TARGET] = 0
 
 
 # ---------------------------------------------------------------------------
@@ -556,47 +603,271 @@ def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick)
 
 
 @njit(**JIT)
-def _render_voices(st, off, n, frame0, bpm0, bpm_step, active):
+def _render_voices(st, off, n, frame0, active, deck_filter, dest):
+    """Mix every playing voice (or only deck ``deck_filter``'s, if >= 0) into
+    ``dest[deck][off:off+n]``. A deck running ahead for key lock plays at the
+    tempo its frames will be heard at, and reports ends when they are heard."""
     vi = st[S_VI]
     vf = st[S_VF]
     slots = st[S_SLOTS]
-    bus = st[S_BUS]
     bpm_table = st[S_BUFFER_BPM]
+    clock = st[S_CLOCK]
+    kl_i = st[S_KL_I]
+    kl_f = st[S_KL_F]
     declick = st[S_PARAMS][L.P_DECLICK]
+    lookahead = st[S_PARAMS][L.P_LOOKAHEAD]
+    ramp_left = clock[L.CK_BPM_REM]
+    bpm_step = clock[L.CK_BPM_STEP] if ramp_left > 0.0 else 0.0
     count = 0
+    first = np.int64(0)
     for v in range(vi.shape[0]):
         if vi[v, L.VI_STATE] == L.V_FREE:
             continue
+        deck = vi[v, L.VI_DECK]
+        if deck_filter >= 0 and deck != deck_filter:
+            continue
         count += 1
         slot = vi[v, L.VI_SLOT]
-        deck = vi[v, L.VI_DECK]
         bid = vi[v, L.VI_BUF]
+        ahead = lookahead if kl_i[deck, L.KI_MODE] == L.KL_AHEAD else 0.0
+        bpm = clock[L.CK_BPM]
+        step = bpm_step
+        if ahead > 0.0 and bpm_step != 0.0:
+            if ahead >= ramp_left:
+                bpm = clock[L.CK_BPM_TGT]
+                step = 0.0
+            else:
+                bpm += bpm_step * ahead
         rate = vf[v, L.VF_RATE]
         rate_step = 0.0
         src_bpm = bpm_table[bid]
         if src_bpm > 0.0:
-            rate_step = rate * bpm_step / src_bpm
-            rate = rate * bpm0 / src_bpm
+            rate_step = rate * step / src_bpm
+            rate = rate * bpm / src_bpm
+        if not (first >> deck) & 1:
+            kl_f[deck, L.KF_RATE] = rate           # the deck's rate, for key lock's pitch
+            first |= np.int64(1) << deck
         ptr = address_as_pointer(slots[slot, L.SL_ADDR])
         shape = (slots[slot, L.SL_FRAMES], slots[slot, L.SL_CHANNELS])
         fmt = slots[slot, L.SL_FORMAT]
         loop = vi[v, L.VI_LOOP] != 0
         if fmt == L.FMT_I16:
-            rendered, done = _run_voice(carray(ptr, shape, np.int16), I16_SCALE, vf[v], vi[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.int16), I16_SCALE, vf[v], vi[v], loop, dest[deck],
                                         off, n, rate, rate_step, declick)
         elif fmt == L.FMT_I32:
-            rendered, done = _run_voice(carray(ptr, shape, np.int32), I32_SCALE, vf[v], vi[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.int32), I32_SCALE, vf[v], vi[v], loop, dest[deck],
                                         off, n, rate, rate_step, declick)
         else:
-            rendered, done = _run_voice(carray(ptr, shape, np.float32), 1.0, vf[v], vi[v], loop, bus[deck],
+            rendered, done = _run_voice(carray(ptr, shape, np.float32), 1.0, vf[v], vi[v], loop, dest[deck],
                                         off, n, rate, rate_step, declick)
         active[deck] = 1
         if done == 1:
-            _event(st, C.EV_ENDED, bid, frame0 + rendered, 0.0)
+            _event(st, C.EV_ENDED, bid, frame0 + rendered + ahead, 0.0)
         if done != 0:
             _free_voice(st, v)
             count -= 1
     return count
+
+
+# ---------------------------------------------------------------------------
+# key lock: lookahead, delay line, stretcher, mix
+# ---------------------------------------------------------------------------
+#
+# A deck with key lock on renders its voices `lookahead` frames ahead of the
+# timeline (KL_AHEAD). Each segment, what they render goes two ways:
+#   - into the deck's delay line, read back `lookahead` frames later: the
+#     unstretched ("plain") signal, on the timeline;
+#   - into Rubber Band, which shifts the pitch by 1 / rate at a time ratio of
+#     1; with its start pad fed and its start delay trimmed, its output is on
+#     the timeline too, and the lookahead covers its latency.
+# The deck's output ramps between the two over the declick time, so key lock
+# switches on or off while playing without a click or a jump in time. The deck
+# returns to the timeline (KL_PLAIN) once it has been silent for a lookahead.
+
+@njit(**JIT)
+def _kl_collect(st, d):
+    """Move everything the stretcher has produced into the deck's FIFO,
+    trimming the start delay first."""
+    ki = st[S_KL_I]
+    fn = st[S_KL_FN]
+    kout = st[S_KL_OUT]
+    fifo = st[S_KL_FIFO]
+    handle = ki[d, L.KI_HANDLE]
+    cap = fifo.shape[1]
+    out_ptrs = st[S_KL_PTRS][d, 2:].ctypes.data
+    avail = rb_available(fn[L.FN_AVAILABLE], handle)
+    while avail > 0:
+        got = rb_retrieve(fn[L.FN_RETRIEVE], handle, out_ptrs, min(avail, kout.shape[2]))
+        if got <= 0:
+            break
+        start = min(ki[d, L.KI_DROP], got)
+        ki[d, L.KI_DROP] -= start
+        w = ki[d, L.KI_FIFO_W]
+        room = cap - (w - ki[d, L.KI_FIFO_R])
+        for i in range(start, min(got, start + room)):
+            row = w & (cap - 1)
+            fifo[d, row, 0] = kout[d, 0, i]
+            fifo[d, row, 1] = kout[d, 1, i]
+            w += 1
+        ki[d, L.KI_FIFO_W] = w
+        avail = rb_available(fn[L.FN_AVAILABLE], handle)
+
+
+@njit(**JIT)
+def _kl_feed(st, d, src, start, n, zeros):
+    """Feed ``n`` frames of ``src`` (circular, rows from ``start``) or of silence,
+    in pieces no larger than the stretcher's maximum process size."""
+    kin = st[S_KL_IN]
+    fn = st[S_KL_FN]
+    handle = st[S_KL_I][d, L.KI_HANDLE]
+    in_ptrs = st[S_KL_PTRS][d, 0:].ctypes.data
+    cap = src.shape[0]
+    done = 0
+    while done < n:
+        k = min(n - done, kin.shape[2])
+        for i in range(k):
+            if zeros:
+                kin[d, 0, i] = 0.0
+                kin[d, 1, i] = 0.0
+            else:
+                row = (start + done + i) % cap
+                kin[d, 0, i] = src[row, 0]
+                kin[d, 1, i] = src[row, 1]
+        rb_process(fn[L.FN_PROCESS], handle, in_ptrs, k, 0)
+        done += k
+        _kl_collect(st, d)
+
+
+@njit(**JIT)
+def _kl_set_pitch(st, d):
+    """Pitch scale 1 / the deck's rate. The stretcher's delay depends on the
+    scale and real-time Rubber Band does not make up for a change: trim more
+    output when it grows, hold the output back when it shrinks, so the deck
+    stays on the timeline (measured: about 60 frames between scales 1.0 and 0.95)."""
+    kf = st[S_KL_F]
+    ki = st[S_KL_I]
+    fn = st[S_KL_FN]
+    rate = kf[d, L.KF_RATE]
+    if rate > 0.0 and abs(1.0 / rate - kf[d, L.KF_PITCH]) > 1e-9:
+        kf[d, L.KF_PITCH] = 1.0 / rate
+        handle = ki[d, L.KI_HANDLE]
+        rb_set_pitch_scale(fn[L.FN_SET_PITCH], handle, kf[d, L.KF_PITCH])
+        delay = rb_start_delay(fn[L.FN_START_DELAY], handle)
+        change = delay - ki[d, L.KI_DELAY]
+        ki[d, L.KI_DELAY] = delay
+        if change > 0:
+            ki[d, L.KI_DROP] += change
+        else:
+            ki[d, L.KI_HOLD] -= change
+
+
+@njit(**JIT)
+def _kl_engage(st, d, frame):
+    ki = st[S_KL_I]
+    kf = st[S_KL_F]
+    fn = st[S_KL_FN]
+    if fn[L.FN_PROCESS] == 0 or ki[d, L.KI_HANDLE] == 0:
+        _event(st, C.EV_KEYLOCK_UNAVAILABLE, d, 0.0, 0.0)
+        return
+    ki[d, L.KI_TARGET] = 1
+    lookahead = int(st[S_PARAMS][L.P_LOOKAHEAD])
+    delay = st[S_KL_DELAY]
+    if ki[d, L.KI_MODE] == L.KL_PLAIN:
+        # jump the deck's voices ahead; what they play meanwhile waits in the delay line
+        for i in range(lookahead):
+            delay[d, i, 0] = 0.0
+            delay[d, i, 1] = 0.0
+        _render_voices(st, 0, lookahead, float(frame), st[S_DECK_ACTIVE], d, delay)
+        ki[d, L.KI_DL_W] = lookahead
+        ki[d, L.KI_MODE] = L.KL_AHEAD
+        ki[d, L.KI_QUIET] = 0
+    if kf[d, L.KF_MIX] <= 0.0:
+        # (re)start the stretcher: reset, start pad, then the lookahead's worth of
+        # audio the delay line holds, so its output begins on the timeline
+        handle = ki[d, L.KI_HANDLE]
+        rb_reset(fn[L.FN_RESET], handle)
+        ki[d, L.KI_FIFO_R] = 0
+        ki[d, L.KI_FIFO_W] = 0
+        ki[d, L.KI_DROP] = 0
+        ki[d, L.KI_HOLD] = 0
+        ki[d, L.KI_DELAY] = 0
+        kf[d, L.KF_PITCH] = 0.0
+        _kl_set_pitch(st, d)                     # sets the delay to trim
+        _kl_feed(st, d, delay[d], 0, ki[d, L.KI_PAD], True)
+        _kl_feed(st, d, delay[d], ki[d, L.KI_DL_W] - lookahead + delay.shape[1], lookahead, False)
+
+
+@njit(**JIT)
+def _kl_segment(st, d, off, n, voices_on_deck):
+    """Key lock's stage for one segment of deck ``d``: the bus holds what its
+    voices rendered (ahead); replace it with the aligned plain/stretched mix."""
+    ki = st[S_KL_I]
+    kf = st[S_KL_F]
+    bus = st[S_BUS][d]
+    delay = st[S_KL_DELAY][d]
+    fifo = st[S_KL_FIFO][d]
+    lookahead = int(st[S_PARAMS][L.P_LOOKAHEAD])
+    cap = delay.shape[0]
+    fcap = fifo.shape[0]
+    target = ki[d, L.KI_TARGET]
+    mix = kf[d, L.KF_MIX]
+    stretching = target == 1 or mix > 0.0
+    w = ki[d, L.KI_DL_W]
+    if stretching:
+        _kl_set_pitch(st, d)
+        # the bus rows are contiguous: feed them straight from the bus
+        _kl_feed(st, d, bus, off, n, False)
+    step = 1.0 / st[S_PARAMS][L.P_DECLICK]
+    if target == 0:
+        step = -step
+    r = ki[d, L.KI_FIFO_R]
+    fw = ki[d, L.KI_FIFO_W]
+    hold = ki[d, L.KI_HOLD]
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    starved = 0
+    silent = True
+    for i in range(off, off + n):
+        x0 = bus[i, 0]
+        x1 = bus[i, 1]
+        if x0 != 0.0 or x1 != 0.0:
+            silent = False
+        row = (w + i - off) & (cap - 1)
+        back = (w + i - off - lookahead) & (cap - 1)
+        p0 = delay[back, 0]
+        p1 = delay[back, 1]
+        delay[row, 0] = x0
+        delay[row, 1] = x1
+        if stretching:
+            mix = min(1.0, max(0.0, mix + step))
+            if hold > 0:
+                hold -= 1                       # repeat the last frame: the delay shrank
+            elif r < fw:
+                s0 = fifo[r & (fcap - 1), 0]
+                s1 = fifo[r & (fcap - 1), 1]
+                r += 1
+            else:
+                s0 = np.float32(0.0)
+                s1 = np.float32(0.0)
+                starved += 1
+            bus[i, 0] = np.float32(p0 + mix * (s0 - p0))
+            bus[i, 1] = np.float32(p1 + mix * (s1 - p1))
+        else:
+            bus[i, 0] = p0
+            bus[i, 1] = p1
+    ki[d, L.KI_DL_W] = w + n
+    ki[d, L.KI_FIFO_R] = r
+    ki[d, L.KI_HOLD] = hold
+    kf[d, L.KF_MIX] = mix
+    if starved and target == 1:
+        st[S_COUNTERS][L.CT_KL_STARVED] += starved
+    # back on the timeline once nothing plays and the delay line has run dry
+    if silent and not stretching and voices_on_deck == 0:
+        ki[d, L.KI_QUIET] += n
+        if ki[d, L.KI_QUIET] >= lookahead:
+            ki[d, L.KI_MODE] = L.KL_PLAIN
+    else:
+        ki[d, L.KI_QUIET] = 0
 
 
 # ---------------------------------------------------------------------------
@@ -713,7 +984,12 @@ def _render_segment(st, out, off, n, frame0):
     bpm_step = clock[L.CK_BPM_STEP] if clock[L.CK_BPM_REM] > 0.0 else 0.0
     active = st[S_DECK_ACTIVE]
     active[:] = 0
-    st[S_COUNTERS][L.CT_VOICES] = _render_voices(st, off, n, frame0, bpm0, bpm_step, active)
+    st[S_COUNTERS][L.CT_VOICES] = _render_voices(st, off, n, frame0, active, -1, bus)
+    kl_i = st[S_KL_I]
+    for d in range(C.DECKS):
+        if kl_i[d, L.KI_MODE] == L.KL_AHEAD:
+            _kl_segment(st, d, off, n, active[d])
+            active[d] = 1                    # the delay line and stretcher still ring out
     _render_decks(st, out, off, n, active)
     _master(st, out, off, n)
     # the beat clock integrates the tempo over the segment

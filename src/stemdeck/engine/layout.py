@@ -29,8 +29,9 @@ FMT_F32, FMT_I16, FMT_I32 = 0, 1, 2
 SL_ADDR, SL_FRAMES, SL_CHANNELS, SL_FORMAT = range(4)
 # slot reference counts (kernel only)
 SR_VOICES, SR_BOUND = range(2)
-# buffer table columns (kernel only): bound slot (-1 none), deck
-BF_SLOT, BF_DECK = range(2)
+# buffer table columns (kernel only): bound slot (-1 none), deck, and the deck
+# of the latest BIND drained from the ring (known before that BIND is applied)
+BF_SLOT, BF_DECK, BF_PLANNED_DECK = range(3)
 
 # voice float columns
 (VF_POS, VF_RATE, VF_GAIN, VF_GAIN_TGT, VF_GAIN_STEP, VF_GAIN_REM, VF_ENV, VF_ENV_STEP,
@@ -48,7 +49,7 @@ NRAMPS = R_EQ + 3 * DECKS
 RP_CUR, RP_TGT, RP_STEP, RP_REM = range(4)
 
 # un-ramped parameters the control thread may write directly (read once per block)
-P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, P_EQ_ON, NPARAMS = range(7)
+P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, P_EQ_ON, P_LOOKAHEAD, NPARAMS = range(8)
 
 # clock: bpm now, target, step per frame, frames of ramp left, beats elapsed, base bpm
 CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = range(7)
@@ -56,12 +57,23 @@ CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = ran
 # counters (int64). The producer writes only CT_DROPPED; everything else is the kernel's.
 (CT_FRAME, CT_BLOCKS, CT_VOICES, CT_APPLIED, CT_LATE, CT_DROPPED, CT_PENDING_FULL,
  CT_EVENTS_DROPPED, CT_LIMITING, CT_PENDING, CT_CALLBACKS, CT_UNDERFLOWS, CT_OVERRUNS,
- CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, CT_RECORD_DROPPED, NCOUNTERS) = range(18)
+ CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, CT_RECORD_DROPPED, CT_KL_STARVED, NCOUNTERS) = range(19)
 
 # the EQ: seven biquads per channel (see dsp/eq.py), five coefficients each
 EQ_BIQUADS = 7
 # limiter state: gain, release coefficient, threshold
 LM_GAIN, LM_RELEASE, LM_THRESHOLD, NLIMITER = range(4)
+
+# key lock, per deck (see kernel.py: lookahead, delay line, stretcher, mix)
+(KI_MODE, KI_HANDLE, KI_PAD, KI_DROP, KI_FIFO_R, KI_FIFO_W, KI_DL_W, KI_TARGET, KI_QUIET,
+ KI_PLANNED, KI_DELAY, KI_HOLD, NKI) = range(13)
+KL_PLAIN, KL_AHEAD = 0, 1      # KI_MODE: voices on the timeline / running ahead by the lookahead
+KF_MIX, KF_PITCH, KF_RATE, NKF = range(4)   # plain->stretched mix; pitch scale sent; deck's rate
+# Rubber Band functions in the function table (addresses; 0 when the library is missing)
+FN_PROCESS, FN_AVAILABLE, FN_RETRIEVE, FN_SET_PITCH, FN_RESET, FN_START_DELAY, NFN = range(7)
+KL_SCRATCH = 8192              # the stretcher's maximum process size
+KL_FIFO = 16384                # stretched output waiting to be mixed (a power of two)
+KL_DELAY = 16384               # the unstretched path's delay line (a power of two)
 
 # ring index arrays keep writer and reader 64 bytes apart (no false sharing)
 IX_WRITE, IX_READ = 0, 8
@@ -93,6 +105,14 @@ class State:
     deck_active: np.ndarray
     record: np.ndarray
     record_index: np.ndarray
+    kl_i: np.ndarray
+    kl_f: np.ndarray
+    kl_fn: np.ndarray
+    kl_ptrs: np.ndarray
+    kl_in: np.ndarray
+    kl_out: np.ndarray
+    kl_fifo: np.ndarray
+    kl_delay: np.ndarray
     table: np.ndarray = None
 
     @classmethod
@@ -108,7 +128,7 @@ class State:
             voices_i=np.zeros((max_voices, NVI), np.int64),
             slots=np.zeros((max_slots, 4), np.int64),
             slot_refs=np.zeros((max_slots, 2), np.int64),
-            buffers=np.full((MAX_BUFFER_IDS, 2), -1, np.int64),
+            buffers=np.full((MAX_BUFFER_IDS, 3), -1, np.int64),
             buffer_bpm=np.zeros(MAX_BUFFER_IDS, np.float64),
             ring=np.zeros((ring_size, REC_WIDTH), np.float64),
             ring_index=np.zeros(16, np.int64),
@@ -123,6 +143,14 @@ class State:
             deck_active=np.zeros(DECKS, np.int64),
             record=np.zeros((RECORD_RING, 2), np.float32),
             record_index=np.zeros(16, np.int64),
+            kl_i=np.zeros((DECKS, NKI), np.int64),
+            kl_f=np.zeros((DECKS, NKF), np.float64),
+            kl_fn=np.zeros(NFN, np.int64),
+            kl_ptrs=np.zeros((DECKS, 4), np.int64),
+            kl_in=np.zeros((DECKS, 2, KL_SCRATCH), np.float32),
+            kl_out=np.zeros((DECKS, 2, KL_SCRATCH), np.float32),
+            kl_fifo=np.zeros((DECKS, KL_FIFO, 2), np.float32),
+            kl_delay=np.zeros((DECKS, KL_DELAY, 2), np.float32),
         )
         s.counters[CT_SAMPLE_RATE] = sample_rate
         s.params[P_LIMITER_ON] = 1.0
@@ -136,6 +164,11 @@ class State:
         # release toward unity gain with a 100 ms time constant
         s.limiter[LM_RELEASE] = 1.0 - np.exp(-1.0 / (0.1 * sample_rate))
         s.limiter[LM_THRESHOLD] = 10 ** (-0.3 / 20)           # -0.3 dBFS
+        for d in range(DECKS):
+            # Rubber Band takes channels as arrays of pointers: in L, in R, out L, out R
+            s.kl_ptrs[d] = [s.kl_in[d, 0].ctypes.data, s.kl_in[d, 1].ctypes.data,
+                            s.kl_out[d, 0].ctypes.data, s.kl_out[d, 1].ctypes.data]
+            s.kl_f[d, KF_PITCH] = s.kl_f[d, KF_RATE] = 1.0
         s.table = s._build_table()
         return s
 

@@ -84,3 +84,61 @@ def _clock_monotonic_ns(typingctx):
 def monotonic_ns():
     """Nanoseconds on the monotonic clock (the same clock as time.monotonic_ns)."""
     return _clock_monotonic_ns()
+
+
+# -- calling C through function pointers --------------------------------------
+# Optional libraries (Rubber Band) are reached through addresses stored in the
+# state, not through symbols the JIT must resolve: kernels stay cacheable and
+# still link on machines without the library (the address is then 0).
+
+_C_TYPES = {"ptr": ir.IntType(8).as_pointer(), "u32": ir.IntType(32), "i32": ir.IntType(32),
+            "f64": ir.DoubleType(), "void": ir.VoidType()}
+_NB_ARGS = {"ptr": types.int64, "u32": types.int64, "i32": types.int64, "f64": types.float64}
+_NB_RET = {"void": types.void, "i32": types.int64, "u32": types.int64}
+
+
+def _c_codegen(ret, params):
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_C_TYPES[ret], [_C_TYPES[p] for p in params])
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        cargs = []
+        for value, kind in zip(args[1:], params):
+            if kind == "ptr":
+                value = builder.inttoptr(value, _C_TYPES["ptr"])
+            elif kind in ("u32", "i32"):
+                value = builder.trunc(value, ir.IntType(32))
+            cargs.append(value)
+        result = builder.call(fn, cargs)
+        if ret == "void":
+            return context.get_dummy_value()
+        extend = builder.sext if ret == "i32" else builder.zext
+        return extend(result, ir.IntType(64))
+    return codegen
+
+
+def c_function(ret: str, *params: str):
+    """An intrinsic ``f(address, *args)`` calling the C function at ``address``
+    with the given parameter kinds ("ptr" as an int64 address, "u32", "i32",
+    "f64") and return kind ("void", "i32", "u32")."""
+    codegen = _c_codegen(ret, params)
+    sig_args = [_NB_ARGS[p] for p in params]
+    sig = _NB_RET[ret](types.int64, *sig_args)
+    if len(params) == 1:
+        @intrinsic
+        def call(typingctx, address, a):
+            return sig, codegen
+    elif len(params) == 2:
+        @intrinsic
+        def call(typingctx, address, a, b):
+            return sig, codegen
+    elif len(params) == 3:
+        @intrinsic
+        def call(typingctx, address, a, b, c):
+            return sig, codegen
+    elif len(params) == 4:
+        @intrinsic
+        def call(typingctx, address, a, b, c, d):
+            return sig, codegen
+    else:
+        raise ValueError("1 to 4 parameters")
+    return call
