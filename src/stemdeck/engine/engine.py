@@ -315,6 +315,7 @@ class Engine:
             "callback_max_ns": int(ct[L.CT_MAX_NS]),
             "record_dropped_frames": int(ct[L.CT_RECORD_DROPPED]),
             "keylock_starved_frames": int(ct[L.CT_KL_STARVED]),
+            "major_faults_in_callbacks": int(ct[L.CT_MAJOR_FAULTS]),
             "keylock_decks": [int(d) for d in range(C.DECKS) if self.state.kl_i[d, L.KI_TARGET]],
             "bpm": float(self.state.clock[L.CK_BPM]),
             "beats": float(self.state.clock[L.CK_BEATS]),

@@ -26,7 +26,8 @@ from numba import carray, cfunc, njit, types
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine.dsp.eq import bypass_deck, process_deck
-from stemdeck.engine.rt import address_as_pointer, c_function, load_acquire, monotonic_ns, store_release
+from stemdeck.engine.rt import (address_as_pointer, c_function, load_acquire, monotonic_ns, store_release,
+                               thread_major_faults)
 
 # Rubber Band's C API, called through the addresses in the function table
 rb_process = c_function("void", "ptr", "ptr", "u32", "i32")
@@ -1109,6 +1110,7 @@ def _callback_body(out, frames, flags, table):
     params = st[S_PARAMS]
     durations = st[S_DURATIONS]
     t0 = monotonic_ns()
+    faults0 = thread_major_faults()
     counters[L.CT_CALLBACKS] += 1
     if flags & PA_OUTPUT_UNDERFLOW:
         counters[L.CT_UNDERFLOWS] += 1
@@ -1126,6 +1128,8 @@ def _callback_body(out, frames, flags, table):
         done += k
     if params[L.P_RECORD] != 0.0:
         _record(st, out, frames)
+    # page faults that went to the disk while rendering (memory-mapped samples)
+    counters[L.CT_MAJOR_FAULTS] += thread_major_faults() - faults0
     dur = monotonic_ns() - t0
     idx = counters[L.CT_DUR_INDEX]
     durations[idx & (durations.shape[0] - 1)] = np.float32(dur)

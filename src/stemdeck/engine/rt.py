@@ -142,3 +142,30 @@ def c_function(ret: str, *params: str):
     else:
         raise ValueError("1 to 4 parameters")
     return call
+
+
+_RUSAGE_THREAD = 1          # Linux
+_RUSAGE_LONGS = 18          # struct rusage: two timevals (4 longs), then 14 longs
+_RU_MAJFLT = 4 + 5          # ru_maxrss, ixrss, idrss, isrss, minflt, then majflt
+
+
+@intrinsic
+def _thread_major_faults(typingctx):
+    """Major page faults this thread has taken (getrusage(RUSAGE_THREAD)):
+    a fault inside the callback means it waited for the disk."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), _LONG.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "getrusage")
+        usage = cgutils.alloca_once(builder, _LONG, size=_RUSAGE_LONGS)
+        builder.call(fn, [ir.Constant(ir.IntType(32), _RUSAGE_THREAD), usage])
+        value = builder.load(builder.gep(usage, [ir.Constant(ir.IntType(32), _RU_MAJFLT)]))
+        return builder.sext(value, ir.IntType(64))
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def thread_major_faults():
+    return _thread_major_faults()
