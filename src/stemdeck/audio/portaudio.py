@@ -35,6 +35,7 @@ socket is probed so a dead server's client is never terminated.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
@@ -139,7 +140,20 @@ class PortAudioRuntime:
                     "apt install libportaudio2) or run without audio output with --backend null") from None
             self._sd = sounddevice
             self._jack_server = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+            atexit.register(self._at_exit)       # runs before sounddevice's own exit handler
         return self._sd
+
+    def _at_exit(self) -> None:
+        """sounddevice terminates PortAudio at exit. Skip that when it could
+        hang or abort (a dead JACK server), and for a reloaded copy, whose
+        Pa_Terminate crashes in libjack; the process's exit frees it all."""
+        try:
+            with self._lock:
+                if self._sd is not None and (self.reloads > 0 or not self.usable or not self._safe_to_terminate()):
+                    self._sd._initialized = 0
+        except Exception:
+            if self._sd is not None:
+                self._sd._initialized = 0
 
     def query(self):
         """Snapshot of host APIs and devices (:func:`stemdeck.audio.devices.query`)."""

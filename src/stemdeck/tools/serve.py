@@ -225,7 +225,6 @@ class Server:
 
         s = self.settings
         self.engine = Engine(s.sample_rate, base_bpm=s.bpm)
-        self.engine.callback_address            # compile (or load from cache) before audio starts
         self.controller = Controller(
             self.engine, loader=ThreadedLoader(), reply=self._reply, base_bpm=s.bpm,
             on_load_ready=self._load_ready, lookahead=s.buffer_size,
