@@ -25,7 +25,7 @@ import numpy as np
 
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
-from stemdeck.engine import kernel
+from stemdeck.engine import kernel, rings
 from stemdeck.engine.dsp import eq as eqdsp
 from stemdeck.errors import CommandError
 
@@ -167,7 +167,7 @@ class Engine:
         Returns False (and counts it) when the ring is full: never blocks."""
         self._seq += 1
         frame = C.ASAP if at is None else float(at)
-        ok = kernel.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op),
+        ok = rings.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op),
                               float(target), a, b, c, d, e, f)
         if not ok:
             self.state.counters[L.CT_DROPPED] += 1
@@ -262,7 +262,7 @@ class Engine:
     def drain_recording(self, out: np.ndarray) -> int:
         """Writer thread (the ring's one consumer): copy recorded frames into
         ``out`` (frames x 2 float32); returns how many."""
-        return kernel.record_drain(self.state.record, self.state.record_index, out)
+        return rings.record_drain(self.state.record, self.state.record_index, out)
 
     def make_late(self, microseconds: float) -> None:
         """Test hook: the next callback busy-waits this long before rendering."""
@@ -285,7 +285,7 @@ class Engine:
     def events(self) -> list[tuple[int, float, float, float]]:
         """Drain the engine's events; slots it released are freed here."""
         out = []
-        for kind, a, b, c in kernel.events_drain(self.state.events, self.state.events_index):
+        for kind, a, b, c in rings.events_drain(self.state.events, self.state.events_index):
             kind = int(kind)
             if kind == C.EV_SLOT_RELEASED:
                 self._samples.pop(int(a), None)

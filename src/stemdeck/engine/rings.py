@@ -1,0 +1,105 @@
+"""The lock-free single-producer/single-consumer rings between threads.
+
+- commands: control thread -> audio thread (``ring_push``; drained in apply.py);
+- events: audio thread -> control/reporter thread (``post_event``, ``events_drain``);
+- record: audio thread -> recorder thread (``record_block``, ``record_drain``).
+
+Each publishes a record by storing the index after the record with release
+ordering; the reader loads the index with acquire ordering (rt.py). A full
+ring drops and counts; nobody ever waits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from stemdeck.engine import commands as C
+from stemdeck.engine import layout as L
+from stemdeck.engine.rt import load_acquire, store_release
+from stemdeck.engine.state import JIT, S_COUNTERS, S_EVENTS, S_EVENTS_INDEX, S_RECORD, S_RECORD_INDEX
+
+
+@njit(**JIT)
+def ring_push(ring, index, frame, seq, op, target, a, b, c, d, e, f):
+    """Control thread: publish one record; False if the ring is full."""
+    cap = ring.shape[0]
+    w = index[L.IX_WRITE]                      # only this thread writes it
+    if w - load_acquire(index, L.IX_READ) >= cap:
+        return False
+    row = w & (cap - 1)
+    ring[row, C.F_FRAME] = frame
+    ring[row, C.F_SEQ] = seq
+    ring[row, C.F_OP] = op
+    ring[row, C.F_TARGET] = target
+    ring[row, C.F_A] = a
+    ring[row, C.F_B] = b
+    ring[row, C.F_C] = c
+    ring[row, C.F_D] = d
+    ring[row, C.F_E] = e
+    ring[row, C.F_F] = f
+    store_release(index, L.IX_WRITE, w + 1)   # the record is visible before the index
+    return True
+
+
+@njit(**JIT)
+def post_event(st, kind, a, b, c):
+    events = st[S_EVENTS]
+    index = st[S_EVENTS_INDEX]
+    cap = events.shape[0]
+    w = index[L.IX_WRITE]
+    if w - load_acquire(index, L.IX_READ) >= cap:
+        st[S_COUNTERS][L.CT_EVENTS_DROPPED] += 1
+        return
+    row = w % cap
+    events[row, 0] = kind
+    events[row, 1] = a
+    events[row, 2] = b
+    events[row, 3] = c
+    store_release(index, L.IX_WRITE, w + 1)
+
+
+@njit(nogil=True, cache=True)
+def events_drain(events, index):
+    """Control/reporter thread: take every published event (allocates the result)."""
+    w = load_acquire(index, L.IX_WRITE)
+    r = index[L.IX_READ]
+    cap = events.shape[0]
+    out = np.empty((w - r, events.shape[1]), np.float64)
+    for k in range(w - r):
+        out[k] = events[(r + k) % cap]
+    store_release(index, L.IX_READ, w)
+    return out
+
+
+@njit(**JIT)
+def record_block(st, out, frames):
+    """Copy the block into the record ring for the writer thread; a full ring
+    drops the block and counts it (the callback never waits for the disk)."""
+    ring = st[S_RECORD]
+    index = st[S_RECORD_INDEX]
+    cap = ring.shape[0]
+    w = index[L.IX_WRITE]
+    if w + frames - load_acquire(index, L.IX_READ) > cap:
+        st[S_COUNTERS][L.CT_RECORD_DROPPED] += frames
+        return
+    for i in range(frames):
+        row = (w + i) & (cap - 1)
+        ring[row, 0] = out[i, 0]
+        ring[row, 1] = out[i, 1]
+    store_release(index, L.IX_WRITE, w + frames)
+
+
+@njit(nogil=True, cache=True)
+def record_drain(ring, index, out):
+    """Writer thread: copy up to len(out) recorded frames into ``out``; returns the count."""
+    w = load_acquire(index, L.IX_WRITE)
+    r = index[L.IX_READ]
+    cap = ring.shape[0]
+    k = min(w - r, out.shape[0])
+    for i in range(k):
+        row = (r + i) & (cap - 1)
+        out[i, 0] = ring[row, 0]
+        out[i, 1] = ring[row, 1]
+    store_release(index, L.IX_READ, r + k)
+    return k
