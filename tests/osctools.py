@@ -60,15 +60,18 @@ class RealtimeDriver:
         first = self.engine.frame
         self.t0_ns = time.monotonic_ns() - first * 1_000_000_000 // sr
         k = first // block
+        flags = 0
         while not self._stop.is_set():
-            engine.run_callback(out, 0)
+            engine.run_callback(out, flags)
+            flags = 0
             self._drain(tmp)
             k += 1
             deadline = self.t0_ns + k * block * 1_000_000_000 // sr
             late = time.monotonic_ns() - deadline
             if late > 0:
-                if late > block * 1_000_000_000 // sr:
+                if late > block * 1_000_000_000 // sr:   # as the null backend: an underflow
                     self.late_blocks += 1
+                    flags = 0x4
                 continue
             time.sleep(-late / 1e9)
 
