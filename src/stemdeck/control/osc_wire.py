@@ -222,7 +222,8 @@ def _bundle(data: bytes, pos: int, end: int, depth: int, max_depth: int) -> Bund
         except WireError as exc:
             if exc.reason.startswith("bundle element"):
                 raise
-            raise WireError(f"bundle element {index}: {exc.reason}", exc.address) from None
+            where = f" ({exc.address})" if exc.address else ""
+            raise WireError(f"bundle element {index}{where}: {exc.reason}", exc.address) from None
         pos += size
     return Bundle(timetag, tuple(elements))
 

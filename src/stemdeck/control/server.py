@@ -204,8 +204,12 @@ class FrameClock:
             return
         f = int(self.engine.frame)
         self._last_ns = t
+        if self._last_frame < 0:                # the first look: no progress seen yet
+            self._last_frame = f
+            self._progress_ns = t
+            return
         if f != self._last_frame:
-            if self._last_frame >= 0 and f < self._last_frame:
+            if f < self._last_frame:
                 self._samples.clear()           # a new engine or a reset counter
                 self._published = None
             self._last_frame = f
@@ -827,8 +831,10 @@ class OscServer:
             packet = wire.parse_packet(data)
         except wire.WireError as exc:
             self.c.parse_errors += 1
-            where = exc.address or ("#bundle" if data[:1] == b"#" else "?")
-            self._fail(sender, where, exc.reason)
+            if data[:1] == b"#":
+                self._fail(sender, "#bundle", exc.reason + "; nothing in the bundle ran")
+            else:
+                self._fail(sender, exc.address or "?", exc.reason)
             return
         except RecursionError:
             self.c.parse_errors += 1
@@ -884,6 +890,19 @@ class OscServer:
 
     def _run_due(self) -> None:
         if not self._heap:
+            return
+        if not self.clock.running:
+            # the audio clock stopped (a lost device): what is due by the wall
+            # clock runs as soon as possible rather than waiting for frames
+            limit_tt = wire.ntp_now() + int(self.horizon * 2**32)
+            due_now = [d for d in self._heap if d.timetag <= limit_tt]
+            if due_now:
+                self._heap = [d for d in self._heap if d.timetag > limit_tt]
+                heapq.heapify(self._heap)
+                for due in sorted(due_now):
+                    self.c.scheduled -= len(due.messages)
+                    for m in due.messages:
+                        self._dispatch(m, due.sender, None)
             return
         limit = int(self.engine.frame) + self._horizon_frames()
         while self._heap and self._heap[0].frame <= limit:
