@@ -113,6 +113,12 @@ async def start_osc(server: Server):
       ``server.stats()`` has everything;
     - ``/quit``: the Controller calls ``server.request_stop()`` through its hook;
     - ``/notify``: set ``server.controller.hooks["notify"] = f(sender, on)``.
+    - events: the server drains ``engine.events()`` and calls
+      ``controller.poll()`` every 0.1 s on this loop; an OSC server that
+      drains them itself (``OscServer(drain_events=True)``) sets
+      ``server.drain_events = False`` so that it sees every event;
+    - ``server.output.reported_latency`` is the output latency in seconds
+      (it may change after a reconnect).
 
     Not built yet: until then the server runs without OSC (a score or the
     Python API drive it).
@@ -158,6 +164,7 @@ class Server:
         self.recorder = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.reply_handler = None
+        self.drain_events = True
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.exit_status = 0
@@ -362,8 +369,9 @@ class Server:
     async def _drain_events(self) -> None:
         while True:
             await asyncio.sleep(EVENT_DRAIN_SECONDS)
-            self.engine.events()            # frees released sample slots (control thread)
-            self.controller.poll()
+            if self.drain_events:
+                self.engine.events()        # frees released sample slots (control thread)
+                self.controller.poll()
 
     async def _late_callback(self, ms: float) -> None:
         target = self.engine.frame + self.engine.sample_rate // 2
