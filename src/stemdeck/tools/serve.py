@@ -164,6 +164,7 @@ class Server:
         self.recorder = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.reply_handler = None
+        self.osc = None                      # the OSC server object, if start_osc sets it
         self.drain_events = True
         self.ready = threading.Event()
         self.stopped = threading.Event()
