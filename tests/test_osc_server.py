@@ -283,12 +283,16 @@ def test_set_meter_beats_and_print_clock(live):
 
 def test_dance_total_movement_steers_the_tempo(live):
     c = live.client
-    c.send("/dance/total_movement", 0.6)            # full movement: 80 BPM after a 1 s glide
-    time.sleep(1.3)
-    assert c.status()["bpm"] == pytest.approx(80, abs=0.5)
-    c.send("/dance/total_movement", 0.0)
-    time.sleep(1.3)
-    assert c.status()["bpm"] == pytest.approx(120, abs=0.5)
+    c.send("/dance/total_movement", 0.6)            # full movement: 130 BPM, a 14.7 s glide up
+    time.sleep(1.0)
+    detail = json.loads(c.ask("/status.json")[0])
+    assert detail["movement"]["target_bpm"] == pytest.approx(130)
+    assert detail["tempo"]["target_bpm"] == pytest.approx(130)
+    rising = c.status()["bpm"]
+    assert 120.2 < rising < 121.5                   # ~10 BPM / 14.7 s so far
+    c.send("/dance/total_movement", 0.0)            # still: 105 BPM, the 30 s glide down
+    time.sleep(0.5)
+    assert c.status()["bpm"] < rising
 
 
 # -- timed control -------------------------------------------------------------------------------------

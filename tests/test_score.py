@@ -40,9 +40,11 @@ def test_lines_comments_blank_lines_and_types(tmp_path):
         (3, 0.0, "/load_buffer"), (4, 0.0, "/play_stem"), (5, 12.5, "/crossfade_levels"),
         (6, 12.5, "/deck_eq"), (7, 13.0, "/start_group"), (8, 14.0, "/deck_levels")]
     load = lines[0].call.values
-    assert load == {"id": 100, "path": os.path.join(str(tmp_path), "my drums.wav"), "name": "Drums #1"}
+    assert load == {"id": 100, "path": os.path.join(str(tmp_path), "my drums.wav"), "name": "Drums #1",
+                    "bpm": None}
     play = lines[1].call.values
-    assert play == {"id": 100, "rate": 1.0, "volume": 0.5, "loop": False, "start_pos": 0.0}
+    assert play == {"id": 100, "rate": 1.0, "volume": 0.5, "loop": False, "start_pos": 0.0,
+                    "quantize": None}
     assert isinstance(play["id"], int) and isinstance(play["rate"], float)
     assert lines[3].call.values == {"deck": 1, "band": 0, "percent": 25.0}
     assert lines[4].call.values == {"start_at": 14.0, "deck": (0, 1)}

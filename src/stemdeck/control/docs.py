@@ -57,6 +57,10 @@ def _range(arg: spec.Arg) -> str:
         return "low, mid, high"
     if arg.type == "bool":
         return "0, 1"
+    if arg.type == "quantize":
+        return "0, 1, 2, 4, 8, bar"
+    if arg.type == "bpm":
+        return "0 or 20..400"
     if arg.lo is None and arg.hi is None:
         return ""
     text = f"{spec._fmt(arg.lo)}..{spec._fmt(arg.hi)}"

@@ -16,7 +16,11 @@ What it keeps (the engine keeps none of this):
 - a logical timeline in frames: which stem plays from which frame, looping
   or until which frame, deck levels, tempo; used to decide ``/start_group``
   and to know when a score's music ends;
-- time zero (``/reset``), the meter, the cued decks.
+- time zero (``/reset``), the beat grid (bar 1 beat 1 and the meter), the
+  cued decks, the quantize grid, which decks are keylocked;
+- the tempo map (:class:`~stemdeck.control.tempo.TempoMap`): the engine's
+  tempo clock plus every tempo command posted since, so beats and frames
+  convert to the frame (quantised starts, one-shot ends) ahead of the engine.
 
 Times: a message carries ``at``, the engine frame it takes effect at
 (``None`` = as soon as possible). Relative times (``/play``, ``/fade``,
@@ -37,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stemdeck.control import spec
+from stemdeck.control.movement import MovementConfig
+from stemdeck.control.tempo import BeatGrid, TempoMap, engine_clock
 from stemdeck.errors import CommandError, MediaError
 
 log = logging.getLogger("stemdeck.control")
@@ -45,10 +51,8 @@ DEFAULT_VOLUME = 0.8          # crowdstream's /play_stem, /play and /cue volume
 DEFAULT_FADE = 2.0
 TONE_LEVEL = 0.25             # -12 dBFS
 TONE_FADE_S = 0.005
-MOVEMENT_NORM = 0.6           # crowdstream: typical maximum of /dance/total_movement
-MOVEMENT_MIN_BPM = 80.0
 MAX_WAITING = 4096            # messages waiting for loads; more are refused
-MOVEMENT_GLIDE_S = 1.0        # ~ crowdstream's per-block smoothing (factor 0.98 at 1024 frames)
+STRETCH_MODES = ("playback_rate", "keylock")
 
 
 # -- loaders ------------------------------------------------------------------------------------
@@ -161,6 +165,21 @@ class RecordingEngine:
         return {"frame": self.frame, "voices": 0, "late_commands": 0, "bpm": self.base_bpm,
                 "beats": 0.0, "samples": len(self._samples)}
 
+    keylock_engine = "finer"
+
+    @property
+    def keylock_available(self) -> bool:
+        """As the real engine would say: whether Rubber Band's library loads."""
+        from stemdeck.engine.keylock import RubberBand
+
+        return RubberBand.load() is not None
+
+    @property
+    def keylock_latency(self) -> int:
+        from stemdeck.engine.keylock import lookahead_frames
+
+        return lookahead_frames(self.sample_rate, self.keylock_engine)
+
     def __getattr__(self, name):
         if name in _ENGINE_COMMANDS:
             def record(*args, **kwargs):
@@ -173,7 +192,7 @@ class RecordingEngine:
 _ENGINE_COMMANDS = frozenset({
     "bind", "unbind", "play", "stop", "stop_all", "stop_deck", "set_volume", "set_rate",
     "set_source_bpm", "set_deck_level", "set_deck_eq", "set_crossfader_gains", "set_master",
-    "set_tempo", "set_limiter",
+    "set_tempo", "set_limiter", "set_keylock",
 })
 
 
@@ -201,6 +220,7 @@ class BufferInfo:
     slot: int | None = None
     frames: int = 0
     deck: int = 0
+    bpm: float = 0.0         # the stem's own tempo (0: it ignores the master tempo)
 
 
 @dataclass
@@ -230,6 +250,8 @@ class _Voice:
     volume: float
     length: int              # source frames one pass plays
     end: int | None = None   # frame a one-shot ends at
+    src_bpm: float = 0.0     # its own tempo when it follows the master tempo (else 0)
+    beats_start: float = 0.0 # engine beat count at its start
 
     def playing_at(self, frame: int) -> bool:
         return self.loop or self.end is None or frame < self.end
@@ -270,6 +292,23 @@ class Controller:
     "outside media root"), which becomes the message's ``/fail``.
     ``hooks``: server-only actions, ``{"notify": f(sender, on), "quit": f(sender),
     "status": f() -> dict}`` (``status`` adds the fields only the server knows).
+
+    Tempo (issue 6): ``base_bpm`` (``--bpm``) is the tempo a stem is assumed
+    to have been made at unless ``/load_buffer`` or ``/stem_bpm`` says
+    otherwise. ``stretch`` (``--stretch``): ``"playback_rate"`` or
+    ``"keylock"``, the mode every deck starts in (key lock needs Rubber Band;
+    without it a warning is logged and decks keep playback_rate).
+    ``movement``: the :class:`~stemdeck.control.movement.MovementConfig` for
+    ``/dance/total_movement`` (``--bpm-config``, read with
+    :func:`~stemdeck.control.movement.load_movement_config`; None: the
+    documented defaults). ``movement_bpm=False`` (``--no-movement-bpm``)
+    ignores those messages. ``quantize``: the ``/quantize`` grid to start
+    with (0 off). The Rubber Band engine (``--keylock-engine``) is the
+    Engine's own argument.
+
+    The reporter thread may read :attr:`grid` (replaced whole, never
+    mutated), :attr:`print_clock` and call :meth:`clock`; see
+    :class:`~stemdeck.control.tempo.ClockReporter`.
     """
 
     def __init__(self, engine, *, loader=None, reply: Reply | None = None,
@@ -277,9 +316,13 @@ class Controller:
                  follow_tempo: bool = True, times_from: str = "reset",
                  on_load_ready: Callable[[], None] | None = None,
                  lookahead: int = 0, check_path: Callable[[str], None] | None = None,
-                 hooks: dict | None = None):
+                 hooks: dict | None = None, stretch: str = "playback_rate",
+                 movement: MovementConfig | None = None, movement_bpm: bool = True,
+                 quantize: int | str = 0):
         if times_from not in ("reset", "receipt"):
             raise ValueError("times_from must be 'reset' or 'receipt'")
+        if stretch not in STRETCH_MODES:
+            raise ValueError(f"stretch {stretch!r}: use playback_rate or keylock")
         self.engine = engine
         self.loader = loader if loader is not None else ImmediateLoader()
         self.sample_rate = int(sample_rate or engine.sample_rate)
@@ -305,17 +348,38 @@ class Controller:
 
         # logical state
         self.time_zero = 0               # frame of the last /reset
-        self.meter = 4
+        self.grid = BeatGrid()           # bar 1 beat 1 and the meter (read by the reporter)
+        self.tempo = TempoMap.from_engine(engine)
+        self.quantize = spec.parse("/quantize", [quantize]).values["beats"]
         self.print_clock = False
-        self.armed: dict[int, tuple[int, float]] = {}   # deck -> (buffer ID, start_pos)
+        self.armed: dict[int, tuple[int, float, Any]] = {}   # deck -> (buffer ID, start_pos, quantize)
         self.levels = [1.0, 1.0, 1.0, 1.0]
         self.eq = [[1.0, 1.0, 1.0] for _ in range(4)]
-        self.bpm = self.base_bpm
+        self.bpm = self.base_bpm         # the tempo last asked for
         self.movement = 0.0
+        self.movement_config = movement if movement is not None else MovementConfig()
+        self.movement_bpm = bool(movement_bpm)
+        self.movement_target: float | None = None
+        self._movement_ignored = False
         self.voices: dict[int, _Voice] = {}
         self.last_frame = 0              # the latest frame any command touches
-        self._beat_zero = 0.0
         self._emitted: list[tuple[str, tuple]] | None = None
+
+        self.stretch = stretch
+        self.keylock = [False] * 4       # decks asked to keep their key
+        if stretch == "keylock":
+            if getattr(engine, "keylock_available", False):
+                for deck in range(4):
+                    engine.set_keylock(deck, True)
+                self.keylock = [True] * 4
+            else:
+                log.warning("--stretch keylock: key lock needs Rubber Band's library "
+                            "(librubberband2), which is not installed: decks play with "
+                            "playback_rate (pitch follows tempo)")
+
+    @property
+    def meter(self) -> int:
+        return self.grid.meter
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -472,7 +536,7 @@ class Controller:
                     del self._samples[old.key]   # the engine frees it once its voices let go
 
     def _load(self, buffer_id: int, path: str, name: str | None, ctx: Ctx,
-              done_address: str | None) -> BufferInfo:
+              done_address: str | None, bpm: float | None = None) -> BufferInfo:
         """Start loading ``path`` into ``buffer_id``; ``done_address`` gets /done or /fail."""
         if self.check_path is not None:
             self.check_path(path)             # refuses before anything changes
@@ -480,7 +544,8 @@ class Controller:
         key = self._key(path)
         if name is None:
             name = os.path.splitext(os.path.basename(path))[0]
-        buf = BufferInfo(buffer_id, path, name, key, deck=_deck_of(buffer_id))
+        buf = BufferInfo(buffer_id, path, name, key, deck=_deck_of(buffer_id),
+                         bpm=(self.base_bpm if self.follow_tempo else 0.0) if bpm is None else bpm)
         self.buffers[buffer_id] = buf
         ctx.started_loads.add(buffer_id)
         sample = self._samples.get(key)
@@ -533,8 +598,8 @@ class Controller:
 
     def _bind(self, buf: BufferInfo, sample: _Sample, ctx: Ctx, done_address: str | None):
         self.engine.bind(buf.id, sample.slot, at=ctx.at)
-        if self.follow_tempo:
-            self.engine.set_source_bpm(buf.id, self.base_bpm, at=ctx.at)
+        if self.follow_tempo or buf.bpm:
+            self.engine.set_source_bpm(buf.id, buf.bpm, at=ctx.at)
         sample.users.add(buf.id)
         buf.state, buf.slot, buf.frames = "ready", sample.slot, sample.frames
         self._touch(ctx.now)
@@ -552,30 +617,74 @@ class Controller:
 
     # -- the logical timeline ---------------------------------------------------------------------
 
-    def _tempo_ratio(self, buffer_id: int) -> float:
-        if buffer_id == spec.TEST_TONE_BUFFER or not self.follow_tempo:
-            return 1.0
-        return self.bpm / self.base_bpm
-
     def _voice_start(self, buf_id: int, deck: int, frame: int, *, loop: bool, rate: float,
                      volume: float, length: int):
         v = _Voice(buf_id, deck, frame, loop, rate, volume, max(1, int(length)))
+        buf = self.buffers.get(buf_id)
+        if buf is not None and buf_id != spec.TEST_TONE_BUFFER:
+            v.src_bpm = buf.bpm
         if not loop:
-            speed = rate * self._tempo_ratio(buf_id)
-            v.end = frame + math.ceil(v.length / speed)
+            if v.src_bpm > 0:
+                v.beats_start = self.tempo.beats_at(frame)
+            self._end_of(v)
         self.voices[buf_id] = v
         self._touch(frame)
 
-    def _retime(self, frame: int, old_ratio: float, new_ratio: float):
-        """The tempo changed at ``frame``: one-shots end sooner or later."""
+    def _end_of(self, v: _Voice) -> None:
+        """Where a one-shot ends on the tempo map: its source frames, played at
+        rate x tempo / its tempo, span (length x its bpm / rate) / (60 x rate) beats."""
+        if v.src_bpm <= 0:
+            v.end = v.start + math.ceil(v.length / v.rate)
+            return
+        beats = v.length * v.src_bpm / (v.rate * 60.0 * self.sample_rate)
+        start = max(v.start, self.tempo.anchor.frame)    # the map knows nothing earlier
+        v.end = max(self.tempo.frame_at(v.beats_start + beats, start=start), v.start + 1)
+
+    def _retime(self, frame: int):
+        """The tempo changes from ``frame`` on: one-shots still playing end sooner or later."""
         for v in self.voices.values():
-            if v.loop or v.end is None or v.buffer_id == spec.TEST_TONE_BUFFER:
-                continue
-            if frame <= v.start:
-                v.end = v.start + math.ceil(v.length / (v.rate * new_ratio))
-            elif frame < v.end:
-                left = (v.end - frame) * v.rate * old_ratio
-                v.end = frame + math.ceil(left / (v.rate * new_ratio))
+            if not v.loop and v.src_bpm > 0 and v.end is not None and v.end > frame:
+                self._end_of(v)
+
+    def _sync_tempo(self, ctx: Ctx) -> None:
+        """Fold what the engine has rendered into the tempo map (the planner's
+        stand-in engine renders nothing: there time moves with the messages)."""
+        if getattr(self.engine, "state", None) is not None:
+            self.tempo.sync(self.engine)
+        else:
+            self.tempo.advance(ctx.now)
+
+    def _tempo_frame(self, ctx: Ctx) -> tuple[int | None, int]:
+        """(``at`` to post, frame the engine applies it at) for a tempo command:
+        always an explicit frame when there is a lookahead, so the tempo map
+        knows where the change lands."""
+        now = int(self.engine.frame)
+        at = ctx.at
+        if at is None and self.lookahead > 0:
+            at = now + self.lookahead
+        return at, max(now, at if at is not None else now)
+
+    def _grid_every(self, quantize) -> float:
+        q = self.quantize if quantize is None else quantize
+        if q == spec.QUANTIZE_BAR:
+            return float(self.grid.meter)
+        return float(q or 0)
+
+    def _quantised(self, ctx: Ctx, at: int | None, frame: int, quantize, decks) -> tuple[int | None, int]:
+        """(at, frame) of a start, moved to the next boundary of the beat grid
+        (``quantize``: the message's own, None = the /quantize setting)."""
+        every = self._grid_every(quantize)
+        if every <= 0:
+            return at, frame
+        self._sync_tempo(ctx)
+        if at is None:
+            # as soon as possible: the first frame a command posted now surely
+            # lands on, and a keylocked deck's voices render ahead by its latency
+            frame = int(self.engine.frame) + self.lookahead
+            if any(self.keylock[d] for d in decks):
+                frame += int(getattr(self.engine, "keylock_latency", 0))
+        b = self.tempo.next_boundary(frame, every, self.grid.beat_zero)
+        return b, b
 
     def playing(self, buffer_id: int, frame: int | None = None) -> bool:
         """Whether the buffer plays at ``frame`` on the logical timeline."""
@@ -602,11 +711,12 @@ class Controller:
     # -- status ----------------------------------------------------------------------------------------
 
     def clock(self) -> tuple[int, int, float]:
-        """(bar, beat, beats since /reset): bar and beat 1-based."""
-        beats = float(self.engine.stats().get("beats", 0.0)) - self._beat_zero
-        beats = max(beats, 0.0)
-        whole = int(beats)
-        return whole // self.meter + 1, whole % self.meter + 1, beats
+        """(bar, beat, beats since /reset) of the engine's clock now: bar and
+        beat 1-based. Any thread (reads the engine's counters and :attr:`grid`)."""
+        grid = self.grid
+        beats = engine_clock(self.engine).beats
+        bar, beat, _phase = grid.position(beats)
+        return bar, beat, max(beats - grid.beat_zero, 0.0)
 
     def status(self) -> dict:
         st = self.engine.stats()
@@ -636,6 +746,25 @@ class Controller:
         info = self.status()
         info["meter"] = self.meter
         info["loading"] = self.loading
+        grid = self.grid
+        snap = engine_clock(self.engine)
+        bar, beat, phase = grid.position(snap.beats)
+        info["tempo"] = {
+            "bpm": round(snap.bpm, 4), "target_bpm": round(self.tempo.target(), 4),
+            "ramp_s": round(snap.left / self.sample_rate, 3), "base_bpm": self.base_bpm,
+            "bar": bar, "beat": beat, "phase": round(phase, 4), "meter": grid.meter,
+            "beats": round(max(snap.beats - grid.beat_zero, 0.0), 4), "quantize": self.quantize,
+        }
+        latency = int(getattr(self.engine, "keylock_latency", 0))
+        info["stretch"] = {
+            "default": self.stretch,
+            "keylock_available": bool(getattr(self.engine, "keylock_available", False)),
+            "keylock_engine": getattr(self.engine, "keylock_engine", None),
+            "keylock_latency_frames": latency,
+            "keylock_latency_ms": round(1000.0 * latency / self.sample_rate, 2),
+        }
+        info["movement"] = {"enabled": self.movement_bpm, "value": self.movement,
+                            "target_bpm": self.movement_target, **self.movement_config.describe()}
         info["decks"] = []
         for d in range(4):
             bufs = [b for b in self.buffers.values() if b.deck == d]
@@ -643,26 +772,53 @@ class Controller:
                 "deck": spec.DECK_NAMES[d],
                 "level": self.levels[d],
                 "eq_percent": [round(gain_to_knob(g), 2) for g in self.eq[d]],
+                "keylock": self.keylock[d],
                 "cued": self.armed[d][0] if d in self.armed else None,
                 "buffers": [{"id": b.id, "name": b.name, "path": b.path, "state": b.state,
-                             "seconds": round(b.frames / self.sample_rate, 3),
+                             "seconds": round(b.frames / self.sample_rate, 3), "bpm": b.bpm,
                              "playing": self.playing(b.id)} for b in sorted(bufs, key=lambda b: b.id)],
             })
         return info
 
     # -- handlers: buffers and stems -------------------------------------------------------------------
 
-    def on_load_buffer(self, ctx, *, id, path, name):
+    def on_load_buffer(self, ctx, *, id, path, name, bpm):
         if self._is_loading(id) and id not in ctx.started_loads:
             raise _Wait({id})    # one load per buffer at a time, in arrival order
-        self._load(id, path, name, ctx, "/load_buffer")
+        self._load(id, path, name, ctx, "/load_buffer", bpm=bpm)
 
-    def on_play_stem(self, ctx, *, id, rate, volume, loop, start_pos):
+    def on_play_stem(self, ctx, *, id, rate, volume, loop, start_pos, quantize):
         buf = self._require(id)
-        self.engine.play(id, rate=rate, volume=volume, loop=loop, start=start_pos, at=ctx.at)
+        at, frame = self._quantised(ctx, ctx.at, ctx.now, quantize, (buf.deck,))
+        self.engine.play(id, rate=rate, volume=volume, loop=loop, start=start_pos, at=at)
         length = buf.frames - min(int(start_pos * buf.frames), buf.frames - 1)
-        self._voice_start(id, buf.deck, ctx.now, loop=loop, rate=rate, volume=volume,
+        self._voice_start(id, buf.deck, frame, loop=loop, rate=rate, volume=volume,
                           length=buf.frames if loop else length)
+
+    def on_stem_bpm(self, ctx, *, id, bpm):
+        buf = self.buffers.get(id)
+        if buf is None or buf.state == "failed":
+            self._require(id)                     # the reason
+        buf.bpm = bpm                             # a buffer still loading takes it when bound
+        if buf.state == "ready":
+            self._sync_tempo(ctx)
+            self.engine.set_source_bpm(id, bpm, at=ctx.at)
+            v = self.voices.get(id)
+            if v is not None and v.src_bpm != bpm and not v.loop:
+                # the rest of a one-shot plays at the new speed
+                frame = max(ctx.now, v.start)
+                if v.src_bpm > 0 and v.end is not None and frame < v.end:
+                    played = (self.tempo.beats_at(frame) - v.beats_start) * v.rate * 60.0 * \
+                        self.sample_rate / v.src_bpm
+                else:
+                    played = (frame - v.start) * v.rate
+                v.length = max(1, round(v.length - played))
+                v.start, v.src_bpm = frame, bpm
+                v.beats_start = self.tempo.beats_at(frame) if bpm > 0 else 0.0
+                self._end_of(v)
+            elif v is not None:
+                v.src_bpm = bpm
+        self._touch(ctx.now)
 
     def on_play_stem_section(self, ctx, *, id, rate, volume, loop, start, duration):
         buf = self._require(id)
@@ -770,39 +926,63 @@ class Controller:
     # -- handlers: tempo and clock ------------------------------------------------------------------------
 
     def _tempo(self, ctx, bpm: float, ramp: float):
-        old = self.bpm / self.base_bpm
-        self.engine.set_tempo(bpm, ramp=ramp, at=ctx.at)
+        self._sync_tempo(ctx)
+        at, frame = self._tempo_frame(ctx)
+        self.engine.set_tempo(bpm, ramp=ramp, at=at)
+        self.tempo.set_tempo(frame, bpm, round(ramp * self.sample_rate))
         self.bpm = bpm
-        if self.follow_tempo:
-            self._retime(ctx.now, old, bpm / self.base_bpm)
+        self._retime(frame)
         self._touch(ctx.now)
 
     def on_set_tempo(self, ctx, *, bpm, ramp):
         self._tempo(ctx, bpm, ramp)
 
     def on_set_meter(self, ctx, *, beats):
-        self.meter = beats
+        self.grid = BeatGrid(self.grid.beat_zero, beats)
 
     def on_print_clock(self, ctx, *, on):
         self.print_clock = on
 
+    def on_quantize(self, ctx, *, beats):
+        self.quantize = beats
+
+    def on_keylock(self, ctx, *, deck, on):
+        if on and not getattr(self.engine, "keylock_available", False):
+            raise CommandError(f"deck {spec.DECK_NAMES[deck]}: key lock needs Rubber Band's library "
+                               "(librubberband2), which is not installed on this machine "
+                               "(apt-get install librubberband2); the deck keeps playback_rate")
+        self.engine.set_keylock(deck, on, at=ctx.at)
+        self.keylock[deck] = bool(on)
+        self._touch(ctx.now)
+
     def on_total_movement(self, ctx, *, value):
         self.movement = value
-        self._tempo(ctx, movement_to_bpm(value, self.base_bpm), MOVEMENT_GLIDE_S)
+        if not self.movement_bpm:
+            if not self._movement_ignored:
+                self._movement_ignored = True
+                log.info("/dance/total_movement ignored: the server runs with --no-movement-bpm")
+            return
+        config = self.movement_config
+        target = config.target_bpm(value)
+        self._sync_tempo(ctx)
+        _at, frame = self._tempo_frame(ctx)
+        glide = config.glide(self.tempo.bpm_at(frame), target)
+        self.movement_target = target
+        self._tempo(ctx, target, glide)
 
     # -- handlers: timed control --------------------------------------------------------------------------
 
     def on_reset(self, ctx):
         self.time_zero = ctx.now
-        st = self.engine.stats()
-        ahead = (ctx.now - int(st.get("frame", 0))) / self.sample_rate
-        self._beat_zero = float(st.get("beats", 0.0)) + ahead * self.bpm / 60.0
+        self._sync_tempo(ctx)
+        self.grid = BeatGrid(self.tempo.beats_at(ctx.now), self.grid.meter)
 
-    def on_play(self, ctx, *, deck, path, start_at):
+    def on_play(self, ctx, *, deck, path, start_at, quantize):
         buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
         self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
         buf = self._require(buffer_id)
         at, frame = self._rel(ctx, start_at)
+        at, frame = self._quantised(ctx, at, frame, quantize, (deck,))
         self.engine.play(buffer_id, rate=1.0, volume=DEFAULT_VOLUME, loop=True, start=0.0, at=at)
         self._voice_start(buffer_id, deck, frame, loop=True, rate=1.0, volume=DEFAULT_VOLUME,
                           length=buf.frames)
@@ -811,15 +991,15 @@ class Controller:
         at, frame = self._rel(ctx, start_at)
         self._level(ctx, deck, 0.0, ramp=duration, at=at, frame=frame)
 
-    def on_cue(self, ctx, *, deck, path, start_pos):
+    def on_cue(self, ctx, *, deck, path, start_pos, quantize):
         buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
         self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
-        self.armed[deck] = (buffer_id, start_pos)   # a /start_group now waits for this load
+        self.armed[deck] = (buffer_id, start_pos, quantize)   # a /start_group now waits for this load
         self._require(buffer_id)
         if buffer_id in self.voices:          # crowdstream replaces the deck's player
             self.engine.stop(buffer_id, at=ctx.at)
             self.voices.pop(buffer_id, None)
-        self.armed[deck] = (buffer_id, start_pos)
+        self.armed[deck] = (buffer_id, start_pos, quantize)
         self._touch(ctx.now)
         self._done(ctx.sender, "/cue", buffer_id)
 
@@ -830,7 +1010,7 @@ class Controller:
         for deck in dict.fromkeys(decks):        # each deck once, in order
             name = spec.DECK_NAMES[deck]
             if deck in self.armed:
-                buffer_id, pos = self.armed[deck]
+                buffer_id, pos, _q = self.armed[deck]
                 buf = self.buffers.get(buffer_id)
                 if buf is None:
                     fails.append(f"deck {name}: its cued buffer {buffer_id} was freed")
@@ -852,6 +1032,9 @@ class Controller:
             if delay > 0:
                 log.warning("/start_group %s: %.3f s late, waiting for a deck to load",
                             " ".join(spec.DECK_NAMES[d] for d, _, _ in starts), delay)
+        own = [self.armed[d][2] for d, _, _ in starts if self.armed[d][2] is not None]
+        quantize = max(own, key=self._grid_every) if own else None
+        at, frame = self._quantised(ctx, at, frame, quantize, [d for d, _, _ in starts])
         at = self._together(at)
         for deck, buf, pos in starts:
             self.engine.play(buf.id, rate=1.0, volume=DEFAULT_VOLUME, loop=True, start=pos, at=at)
@@ -905,21 +1088,6 @@ class Controller:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-def movement_to_bpm(value: float, base_bpm: float = 120.0) -> float:
-    """crowdstream's /dance/total_movement curve: more movement, slower tempo.
-    The value is normalised by 0.6; then piecewise linear through
-    0 -> base, 0.005 -> base-1, 0.015..0.02 -> base-3, 0.15 -> base-10, 1 -> 80."""
-    m = min(max(value / MOVEMENT_NORM, 0.0), 1.0)
-    floor = min(MOVEMENT_MIN_BPM, base_bpm)
-    points = [(0.0, base_bpm), (0.005, base_bpm - 1), (0.015, base_bpm - 3), (0.02, base_bpm - 3),
-              (0.15, base_bpm - 10), (1.0, floor)]
-    points = [(x, max(y, floor)) for x, y in points]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if m <= x1:
-            return y0 + (y1 - y0) * (m - x0) / (x1 - x0)
-    return floor
-
 
 def _deck_of(buffer_id: int) -> int:
     for deck, (lo, hi) in enumerate(spec.DECK_BUFFER_RANGES):

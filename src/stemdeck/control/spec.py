@@ -218,6 +218,29 @@ def _conv_band(value, arg):
     raise _Bad(f"{arg.name} {_show(value)} unknown: use low, mid or high (or 0, 1, 2)")
 
 
+#: ``/quantize`` and the per-message quantize option: beats between start points.
+QUANTIZE_STEPS = (0, 1, 2, 4, 8)
+QUANTIZE_BAR = "bar"
+MIN_BPM, MAX_BPM = 20.0, 400.0
+
+
+def _conv_bpm(value, arg):
+    v = _number(value, arg)
+    if v != 0.0 and not MIN_BPM <= v <= MAX_BPM:
+        raise _Bad(f"{arg.name} {_as_sent(value, v)} out of range: use {MIN_BPM:g}..{MAX_BPM:g} BPM, "
+                   "or 0 for a stem that ignores the tempo")
+    return v
+
+
+def _conv_quantize(value, arg):
+    if isinstance(value, str) and value.strip().lower() == QUANTIZE_BAR:
+        return QUANTIZE_BAR
+    v = _number(value, arg)
+    if v not in QUANTIZE_STEPS:
+        raise _Bad(f"{arg.name} {_as_sent(value, v)}: use 0 (off), 1, 2, 4 or 8 beats, or bar")
+    return int(v)
+
+
 TYPES = {
     "int": ArgType("int", "i", _conv_int, "a whole number (a float with no fraction is accepted)"),
     "float": ArgType("float", "f", _conv_float, "a number (an int is accepted)"),
@@ -226,6 +249,9 @@ TYPES = {
     "path": ArgType("path", "s", _conv_path, "an audio file path (WAV, FLAC, OGG, MP3, ...)"),
     "deck": ArgType("deck", "s|i", _conv_deck, "A, B, C or D (or 0..3)"),
     "band": ArgType("band", "s|i", _conv_band, "low, mid or high (or 0, 1, 2)"),
+    "bpm": ArgType("bpm", "f", _conv_bpm, "a tempo, 20..400 BPM, or 0 (the stem ignores the tempo)"),
+    "quantize": ArgType("beats", "i|s", _conv_quantize,
+                        "0 (off), 1, 2, 4 or 8 beats, or bar (the meter's beats)"),
 }
 
 
@@ -346,6 +372,11 @@ _TIME_DOC = ("seconds after time zero (the last /reset, or the start); a time al
              "runs at once")
 
 
+def _quant(doc="start on the next boundary of this many beats (0 = at once) instead of the "
+                "/quantize setting"):
+    return Arg("quantize", "quantize", doc, default=None, default_text="the /quantize setting")
+
+
 def _pct(name):
     return Arg(name, "float", f"{name} band knob: 0 kill, 50 flat, 100 = +6 dB", 0.0, 100.0,
                unit="%")
@@ -358,26 +389,42 @@ MESSAGES: tuple[Message, ...] = (
         (_id(), Arg("path", "path", "audio file; relative paths in a score are relative to the "
                                     "score's folder"),
          Arg("name", "string", "display name (default: the file name without extension)",
-             default=None, default_text="the file name")),
-        example='/load_buffer 100 stems/drums.wav drums',
+             default=None, default_text="the file name"),
+         Arg("bpm", "bpm", "the stem's own tempo (stemdeck extension): it plays at master tempo / "
+                           "this; 0: it ignores the tempo", default=None,
+             default_text="the server's --bpm")),
+        example='/load_buffer 100 stems/drums.wav drums 126',
         reply="`/done /load_buffer id` when the sample is ready, or `/fail /load_buffer reason`",
         notes="Decoding runs off the audio thread; the file is resampled to the engine rate. "
               "Loading a file that another buffer already holds reuses that sample. Loading into "
               "an ID that is playing stops it (as crowdstream does). Commands for a buffer whose "
               "load is still running wait for it and then run; in a score the load completes "
-              "before the next line.",
+              "before the next line. With `bpm`, stems from songs at different tempos play in time: "
+              "see `/stem_bpm`.",
         asynchronous=True),
     Message(
         "/play_stem", "play_stem", "Start (or restart) the stem in a buffer.", "Buffers and stems",
         (_id(), Arg("rate", "float", "playback rate: 1 normal, 2 an octave up (changes pitch)",
                     0.25, 4.0, 1.0),
          _vol(default=0.8), Arg("loop", "bool", "1 loop, 0 play once", default=True),
-         Arg("start_pos", "float", "where to start, as a fraction of the buffer", 0.0, 1.0, 0.0)),
+         Arg("start_pos", "float", "where to start, as a fraction of the buffer", 0.0, 1.0, 0.0),
+         _quant()),
         example="/play_stem 100 1.0 0.8 1 0.0",
         notes="Defaults as crowdstream: rate 1, volume 0.8, loop on, from the start. A buffer "
               "plays one stem at a time: playing it again restarts it (with a 5 ms declick). "
               "The stem follows the master tempo (`/set_tempo`): its rate is multiplied by "
-              "tempo / base tempo."),
+              "tempo / its own tempo (`/stem_bpm`; the server's `--bpm` unless given). With "
+              "`/quantize` on (or the `quantize` argument, a stemdeck extension) it starts on "
+              "the next beat or bar of the master clock instead of at once."),
+    Message(
+        "/stem_bpm", "stem_bpm", "Set the tempo a buffer's audio was made at.", "Buffers and stems",
+        (_id(), Arg("bpm", "bpm", "the stem's own tempo; 0: it ignores the master tempo")),
+        example="/stem_bpm 1100 126", origin="stemdeck",
+        notes="A stem plays at its rate x master tempo / its own tempo, so stems from a 120 BPM "
+              "song and a 126 BPM song play in time at any master tempo, beat for beat (a "
+              "playing stem changes speed at once). The default is the server's `--bpm` (120), "
+              "as crowdstream assumed for every stem; `/load_buffer` can give it too. A buffer "
+              "still loading takes the value when it is ready."),
     Message(
         "/play_stem_section", "play_stem_section", "Play (or loop) a section of a buffer.",
         "Buffers and stems",
@@ -447,41 +494,74 @@ MESSAGES: tuple[Message, ...] = (
     # --- tempo and clock ---
     Message(
         "/set_tempo", "set_tempo", "Set the master tempo; stems follow it.", "Tempo and clock",
-        (Arg("bpm", "float", "beats per minute", 20.0, 400.0),
-         Arg("ramp", "float", "glide time (stemdeck extension)", 0.0, 600.0, 0.0, unit="s")),
+        (Arg("bpm", "float", "beats per minute", MIN_BPM, MAX_BPM),
+         Arg("ramp", "float", "glide time (stemdeck extension): the tempo moves linearly, sample "
+                              "by sample, from where it is to `bpm`", 0.0, 600.0, 0.0, unit="s")),
         example="/set_tempo 126",
-        notes="Every stem plays at its own rate times bpm / base tempo (the server's `--bpm`, "
-              "120 by default), as crowdstream's time-stretch did; here the pitch follows the "
-              "speed. The beat clock runs at this tempo."),
+        notes="Every stem plays at its own rate x bpm / its own tempo (`/stem_bpm`, by default "
+              "the server's `--bpm`, 120), as crowdstream's time-stretch did. How a deck changes "
+              "speed is its stretch mode (`/keylock`): with `playback_rate` the pitch follows the "
+              "speed, with key lock it does not. The beat clock (`/print_clock`, `/quantize`) "
+              "runs at this tempo, ramps included."),
     Message(
         "/set_meter", "set_meter", "Set beats per bar for the clock.", "Tempo and clock",
-        (Arg("beats", "int", "beats per bar", 1, 64),), example="/set_meter 4"),
+        (Arg("beats", "int", "beats per bar", 1, 64),), example="/set_meter 4",
+        notes="Bars count from the last `/reset` (bar 1 beat 1); `/quantize bar` starts on bars."),
     Message(
         "/print_clock", "print_clock", "Log bar and beat once per beat (or stop).",
         "Tempo and clock", (Arg("on", "bool", "1 on, 0 off", default=True),),
-        example="/print_clock 1"),
+        example="/print_clock 1",
+        notes="The live server logs one line per beat, e.g. `bar 12 beat 3 phase 0.00 bpm "
+              "124.0`, when the engine renders the beat's first frame; `/notify` subscribers "
+              "get `/beat bar beat` either way. A score render ignores it."),
+    Message(
+        "/quantize", "quantize", "Start stems on the beat: the grid for starts.", "Tempo and clock",
+        (Arg("beats", "quantize", "0 off, 1 the next beat, 2, 4 or 8 beats, bar the next bar"),),
+        example="/quantize 4", origin="stemdeck",
+        notes="With a grid set, `/play_stem`, `/play` and `/cue`+`/start_group` start on the "
+              "first boundary of the master clock at or after the time they would have started "
+              "(beats count from the last `/reset`; the frame accounts for tempo ramps). Each of "
+              "those messages may override it with its own `quantize` argument; a group starts "
+              "on the coarsest grid its decks were cued with."),
+    Message(
+        "/keylock", "keylock", "Key lock a deck: tempo changes keep its pitch.", "Tempo and clock",
+        (_DECK, Arg("on", "bool", "1 key lock (time-stretch), 0 playback rate (pitch follows "
+                                  "tempo)")),
+        example="/keylock A 1", origin="stemdeck",
+        reply="`/fail /keylock reason` when Rubber Band is not installed",
+        notes="Switches while playing with a short crossfade. A keylocked deck runs through "
+              "Rubber Band's real-time stretcher; it renders ahead by the stretcher's latency "
+              "(`/status.json` shows it) so that it stays in phase with the other decks. The "
+              "server's `--stretch` sets the mode decks start in, `--keylock-engine` the Rubber "
+              "Band engine."),
     Message(
         "/dance/total_movement", "total_movement", "Steer the tempo from a movement sensor.",
         "Tempo and clock",
-        (Arg("value", "float", "total movement from the dance detector (typically 0..0.6)",
-             0.0, 1000.0),),
+        (Arg("value", "float", "total movement from the dance detector: 0..1, or a raw value "
+                               "divided by the config's movement_max_value", 0.0, 1e9),),
         example="/dance/total_movement 0.1",
-        notes="As crowdstream: the value is normalised by 0.6 and mapped to a target tempo, "
-              "more movement = slower: 0 -> base tempo, 0.02 -> base - 3, 0.15 -> base - 10, "
-              "0.6 and above -> 80 BPM; the tempo glides there over about a second."),
+        notes="As crowdstream (the same `bpm_config.json`, `--bpm-config`): below 0.02 -> 105 "
+              "BPM, below 0.05 -> 110, below 0.10 -> 115, from 0.10 rising linearly from 118 to "
+              "130 BPM at 0.6 and above (the defaults). The tempo glides there: each message "
+              "starts a linear ramp from the current tempo that would reach the target in 30 s "
+              "going down and 14.7 s going up (the config's transition time and up/down "
+              "smoothing); a stream of messages makes crowdstream's smooth exponential approach. "
+              "Ignored when the server runs with `--no-movement-bpm`."),
     Message(
         "/reset", "reset", "Set time zero (and bar 1) to now.", "Timed control", (),
         example="/reset",
-        notes="`/play`, `/fade` and `/start_group` count their `start_at` from here."),
+        notes="`/play`, `/fade` and `/start_group` count their `start_at` from here; the beat "
+              "clock's bar 1 beat 1 is here too."),
     # --- timed control (crowdstream's "dummy DJ" API) ---
     Message(
         "/play", "play", "Load a file onto a deck and start it at a time.", "Timed control",
         (_DECK, Arg("path", "path", "audio file"),
-         Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s")),
+         Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s"), _quant()),
         example="/play A songs/one.wav 0.0",
         reply="`/fail /play reason` if the file cannot be loaded",
         notes="Uses the deck's first buffer ID (100, 1100, 2100, 3100); a file already loaded "
-              "there is not loaded again. Plays looping at rate 1, volume 0.8.",
+              "there is not loaded again. Plays looping at rate 1, volume 0.8. Quantised "
+              "(`/quantize`), it starts on the first beat or bar boundary at or after `start_at`.",
         asynchronous=True),
     Message(
         "/fade", "fade", "Fade a deck's level to 0, starting at a time.", "Timed control",
@@ -492,7 +572,9 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/cue", "cue", "Load a file onto a deck and arm it for /start_group.", "Timed control",
         (_DECK, Arg("path", "path", "audio file"),
-         Arg("start_pos", "float", "where to start, as a fraction of the file", 0.0, 1.0, 0.0)),
+         Arg("start_pos", "float", "where to start, as a fraction of the file", 0.0, 1.0, 0.0),
+         _quant("the grid the deck's `/start_group` starts on, instead of the /quantize "
+                "setting")),
         example="/cue B songs/two.wav 0.0",
         reply="`/done /cue id` when the deck is loaded and armed, or `/fail /cue reason`",
         notes="Uses the deck's first buffer ID (100, 1100, 2100, 3100). The armed stem will "
@@ -506,7 +588,9 @@ MESSAGES: tuple[Message, ...] = (
         reply="`/fail /start_group reason` for each deck left out",
         notes="The start time may also come last (`/start_group A B 8.0`). Starts each deck's "
               "cued stem; a deck already playing is left alone. A deck still loading delays "
-              "the whole group until it is ready; a deck that failed to load is left out.",
+              "the whole group until it is ready; a deck that failed to load is left out. "
+              "Quantised (`/quantize`, or a `quantize` given to `/cue`: the coarsest of the "
+              "group's decks wins), the group starts on the first boundary at or after `start_at`.",
         reorder=_start_group_order),
     # --- status and server (SuperCollider conventions) ---
     Message(
