@@ -1,0 +1,424 @@
+"""MediaLoader: files become samples off the control and audio threads, through the cache.
+
+Holds :class:`MediaLoader`, the loader the live server gives its
+:class:`~stemdeck.control.handlers.Controller` (``submit(path, rate)``
+returns a Future of the sample array, like the handlers' own loaders), plus
+the hooks the Controller calls to tell the cache what it still uses.
+
+Two lanes, so a cue of a big WAV never waits behind a decode:
+
+- the *open* thread (one) refuses what is not a readable audio file
+  (missing, directory, empty, not audio: :mod:`stemdeck.media.decode`'s
+  rules and messages), answers from the cache, and memory-maps PCM at the
+  engine's rate (:mod:`stemdeck.media.mapped`), faulting in its first
+  ``prefault_seconds`` so the first blocks play from memory; a 140 MB WAV
+  is ready in milliseconds;
+- *decode* workers (``workers``, niced) do everything that reads a whole
+  file: decoding (FLAC, Ogg, MP3, 24-bit, other rates, multichannel),
+  copying big-endian AIFF, checking float WAVs for damage before mapping.
+  Both queues serve client loads before preloads.
+
+Each successful result carries one *hold* on its cache entry; the
+Controller keeps it while a buffer uses the sample and gives it back with
+:meth:`release_sample` (or at once if nobody took the result). Loads of
+one file at the same time are done once.
+
+Threads: :meth:`submit`, :meth:`fetch` and the hooks from the control
+thread (or any one thread); futures complete on the loader's threads
+(``immediate=True``: on the caller's, before ``submit`` returns: scores,
+tests). A :class:`~stemdeck.media.readahead.ReadAhead` thread follows the
+engine's voices when an engine is given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from stemdeck.errors import MediaError
+from stemdeck.media import mapped
+from stemdeck.media.cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
+
+log = logging.getLogger("stemdeck.media")
+
+CLIENT, PRELOAD = 0, 1            # queue priorities: lower first
+PREFAULT_SECONDS = 2.0
+DECODER_NICE = 5
+
+
+@dataclass
+class _Request:
+    path: str
+    key: str
+    rate: int
+    future: Future
+    priority: int
+    evict: bool
+    preload: bool
+    pinned: bool = False
+
+
+@dataclass
+class _Work:
+    """One load of one file, shared by every request for it meanwhile."""
+    key: str
+    path: str
+    rate: int
+    signature: tuple
+    requests: list = field(default_factory=list)
+    plan: mapped.Plan | None = None
+    priority: int = PRELOAD
+    started: bool = False
+    reservation: object = None
+
+    @property
+    def evict(self) -> bool:
+        return any(r.evict for r in self.requests)
+
+    @property
+    def preload(self) -> bool:
+        return all(r.preload for r in self.requests)
+
+
+class MediaLoader:
+    """``engine``: the running Engine (for its sample rate and the read-ahead
+    thread; None offline). ``cache_mb``: the memory budget (None: no limit,
+    0: no cache). ``workers``: decode threads. ``immediate``: do all the work
+    on the calling thread (scores, tests). ``readahead``: follow playing
+    voices of mapped samples (needs ``engine``)."""
+
+    def __init__(self, engine=None, *, cache_mb: int | None = None, workers: int = 1,
+                 immediate: bool = False, readahead: bool = True,
+                 prefault_seconds: float = PREFAULT_SECONDS, decoder_nice: int = DECODER_NICE,
+                 readahead_seconds: float | None = None):
+        self.engine = engine
+        self.cache = SampleCache(None if cache_mb is None else int(cache_mb) * MB, on_drop=self._on_drop)
+        self.workers = max(1, int(workers))
+        self.immediate = immediate
+        self.prefault_seconds = float(prefault_seconds)
+        self.decoder_nice = int(decoder_nice)
+        self.readahead = None
+        if engine is not None and readahead:
+            from stemdeck.media.readahead import DEFAULT_SECONDS, ReadAhead
+
+            self.readahead = ReadAhead(engine, seconds=readahead_seconds or DEFAULT_SECONDS)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, _Work] = {}
+        self._open_q: queue.PriorityQueue = queue.PriorityQueue()
+        self._decode_q: queue.PriorityQueue = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
+
+    # -- the loader protocol (Controller) --------------------------------------------------------
+    def submit(self, path: str, sample_rate: int) -> Future:
+        """Start loading ``path`` at ``sample_rate``; the Future's result is
+        the sample array (holding one hold on its cache entry)."""
+        return self._request(path, sample_rate, CLIENT, evict=True, preload=False)
+
+    def fetch(self, path: str, sample_rate: int | None = None, *, preload: bool = True) -> Future:
+        """Load into the cache at preload priority, evicting nothing (a file
+        that does not fit fails with BudgetFull). Same result and hold as
+        :meth:`submit`; give the hold back with :meth:`release_sample`."""
+        rate = sample_rate or (self.engine.sample_rate if self.engine is not None else None)
+        if rate is None:
+            raise ValueError("fetch needs a sample rate (no engine given)")
+        return self._request(path, rate, PRELOAD, evict=False, preload=preload)
+
+    def close(self) -> None:
+        self._closed = True
+        for q in (self._open_q, self._decode_q):       # fail what never started
+            while True:
+                try:
+                    item = q.get_nowait()[2]
+                except queue.Empty:
+                    break
+                for req in _requests_of(item):
+                    if not req.future.done():
+                        req.future.set_exception(MediaError(f"not loaded: the server is stopping ({req.path})"))
+        for q in (self._open_q, self._decode_q):
+            for _ in self._threads:
+                q.put((99, next(self._seq), None))
+        if self.readahead is not None:
+            self.readahead.stop()
+
+    # -- hooks the Controller calls ------------------------------------------------------------------
+    @staticmethod
+    def key(path: str) -> str:
+        return sample_key(path)
+
+    def release_sample(self, key: str) -> None:
+        """A sample the Controller held is no longer bound to any buffer ID."""
+        self.cache.release(key)
+
+    def free_sample(self, key: str) -> bool:
+        """``/free_buffer``: drop the file's sample now if nothing else holds it."""
+        return self.cache.free(key)
+
+    def free_unused(self) -> int:
+        """``/mixer_cleanup``: drop every unused sample except preloaded ones."""
+        return self.cache.free_unused(keep_preloaded=True)
+
+    def warm_sample(self, key: str, fraction: float) -> None:
+        """``/cue`` at a position: fault in the audio there before it plays."""
+        e = self.cache.peek(key)
+        if e is None or e.kind != "mapped" or self.readahead is None:
+            return
+        self.readahead.warm(e.data, int(fraction * e.data.shape[0]))
+
+    def cache_status(self) -> dict:
+        out = self.cache.status()
+        out["loading"] = len(self._inflight)
+        out["loads"] = dict(self.loads)
+        if self.readahead is not None:
+            out["readahead"] = self.readahead.stats()
+        return out
+
+    # -- requests ------------------------------------------------------------------------------------
+    def _request(self, path, rate, priority, *, evict, preload) -> Future:
+        future: Future = Future()
+        key = sample_key(path)
+        req = _Request(os.fspath(path), key, int(rate), future, priority, evict, preload)
+        if self._closed:
+            future.set_exception(MediaError(f"not loaded: the server is stopping ({req.path})"))
+            return future
+        req.pinned = self.cache.pin(key)     # a cached sample stays cached until the lane looks
+        if self.immediate:
+            self._open(req)
+            while not self._decode_q.empty():
+                self._decode(self._decode_q.get_nowait()[2])
+            return future
+        self._start_threads()
+        self._open_q.put((priority, next(self._seq), req))
+        return future
+
+    def _start_threads(self) -> None:
+        if self._threads:
+            return
+        with self._lock:
+            if self._threads:
+                return
+            lanes = [("stemdeck-open", self._open_loop)]
+            lanes += [(f"stemdeck-decode-{i}", self._decode_loop) for i in range(self.workers)]
+            for name, target in lanes:
+                t = threading.Thread(target=target, name=name, daemon=True)
+                t.start()
+                self._threads.append(t)
+            if self.readahead is not None:
+                self.readahead.start()
+
+    def _open_loop(self) -> None:
+        while True:
+            req = self._open_q.get()[2]
+            if req is None:
+                return
+            self._open(req)
+
+    def _decode_loop(self) -> None:
+        if self.decoder_nice > 0:
+            try:       # decoding competes for CPU with everything but the audio thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.decoder_nice)
+            except (OSError, AttributeError):
+                pass
+        while True:
+            work = self._decode_q.get()[2]
+            if work is None:
+                return
+            self._decode(work)
+
+    # -- the open lane ---------------------------------------------------------------------------------
+    def _open(self, req: _Request) -> None:
+        """Refuse, answer from the cache, join a load in progress, map, or queue a decode."""
+        from stemdeck.media import decode
+
+        try:
+            kind, _wav = decode._preflight(req.path)       # missing, directory, empty, unreadable...
+            signature = file_signature(req.path)
+        except Exception as exc:
+            self._unpin(req)
+            self._fail_request(req, exc)
+            return
+        with self._lock:
+            entry = self.cache.get(req.key, signature, pinned=req.pinned)
+            if entry is not None:
+                self.loads["cached"] += 1
+                _finish(req.future, entry.data)
+                return
+            work = self._inflight.get(req.key)
+            if work is not None:
+                work.requests.append(req)
+                if req.priority < work.priority and not work.started:
+                    work.priority = req.priority            # jump the queue (the old item is skipped)
+                    if work.plan is not None:
+                        self._decode_q.put((req.priority, next(self._seq), work))
+                return
+            work = _Work(req.key, req.path, req.rate, signature, [req], priority=req.priority)
+            self._inflight[req.key] = work
+        try:
+            if kind is None or not kind.audio or not kind.decodable:
+                decode.probe(req.path)        # libsndfile's verdict and the refusal message, quickly
+            work.plan = mapped.plan_load(req.path, req.rate)
+            if work.plan.instant:
+                work.started = True
+                if self._map(work):
+                    return
+                work.plan = mapped.Plan("decode", "the header and libsndfile disagree", work.plan.layout)
+                work.started = False
+        except Exception as exc:
+            self._fail_work(work, exc)
+            return
+        self._decode_q.put((work.priority, next(self._seq), work))
+
+    def _map(self, work: _Work, *, checked_float: bool = False) -> bool:
+        """Map a PCM file; False (and nothing done) when it should be decoded."""
+        from stemdeck.media import decode
+
+        t0 = time.perf_counter()
+        layout = work.plan.layout
+        info = decode.probe(work.path)            # the shared refusal rules, and a second opinion
+        if int(info.samplerate) != work.rate or info.channels != layout.channels or info.frames < 1:
+            return False
+        frames = min(layout.frames, int(info.frames))
+        data = mapped.map_samples(work.path, layout, frames)
+        if layout.encoding == "float" and not checked_float:
+            bad, over = mapped.float_damage(data)
+            if bad or over:
+                log.info("%s: %d damaged float samples; decoding it to repair them", work.path, bad + over)
+                return False
+        if self.prefault_seconds > 0:
+            from stemdeck.media.readahead import populate
+
+            populate(data, 0, int(self.prefault_seconds * work.rate))
+        if layout.declared_frames > frames:
+            log.warning("%s is shorter than its header says: %s of %s present (a truncated copy?); "
+                        "playing what is there", work.path, _clock(frames / work.rate),
+                        _clock(layout.declared_frames / work.rate))
+        describe = f"{layout.describe()}, memory-mapped"
+        self._complete(work, data, "mapped", describe, t0)
+        return True
+
+    # -- the decode lane ----------------------------------------------------------------------------------
+    def _decode(self, work: _Work) -> None:
+        if work.started:                  # a queue-jump left a second item for the same work
+            return
+        work.started = True
+        from stemdeck.media import decode
+
+        t0 = time.perf_counter()
+        plan = work.plan
+        try:
+            if plan.how == "map" and self._map(work):
+                return
+            info = decode.probe(work.path)
+            if plan.how == "copy":
+                layout = plan.layout
+                frames = min(layout.frames, int(info.frames))
+                work.reservation = self.cache.reserve(work.key, frames * layout.block_align, work.path,
+                                                      evict=work.evict, detail=f"{layout.bits}-bit, "
+                                                      "read into memory")
+                data = mapped.copy_samples(work.path, layout, frames)
+                self._complete(work, data, "copied", f"{layout.describe()}, read into memory "
+                               f"({plan.reason.split(':')[0]})", t0)
+                return
+            frames = math.ceil(info.frames * work.rate / info.samplerate) + 2
+            work.reservation = self.cache.reserve(
+                work.key, frames * 8, work.path, evict=work.evict,
+                detail=f"{_clock(info.frames / info.samplerate)} decoded to float32 stereo")
+            audio, notes = decode.load_audio_with_notes(work.path, work.rate)
+            for note in notes:
+                log.warning("%s", note)
+            what = (plan.layout.describe() if plan.layout is not None
+                    else f"{info.format_info} {info.subtype_info}, {info.samplerate} Hz")
+            self._complete(work, audio, "decoded", f"{what}, decoded ({plan.reason})", t0)
+        except Exception as exc:
+            self._fail_work(work, exc)
+
+    # -- finishing ----------------------------------------------------------------------------------------
+    def _complete(self, work: _Work, data, kind: str, describe: str, t0: float) -> None:
+        with self._lock:
+            reqs = list(work.requests)
+            entry = self.cache.commit(work.reservation, data, kind, work.signature, holds=len(reqs),
+                                      preloaded=work.preload, describe=describe, shown=work.path,
+                                      key=work.key)
+            self._inflight.pop(work.key, None)
+        work.reservation = None
+        if kind == "mapped" and self.readahead is not None:
+            self.readahead.register(entry.data)
+        self.loads[kind] += 1
+        log.debug("loaded %s: %s, %s, in %.0f ms", work.path, describe, mb(entry.nbytes),
+                  (time.perf_counter() - t0) * 1000)
+        for req in reqs:
+            _finish(req.future, entry.data)
+
+    def _fail_work(self, work: _Work, exc: BaseException) -> None:
+        self.cache.cancel(work.reservation)
+        work.reservation = None
+        with self._lock:
+            reqs = list(work.requests)
+            self._inflight.pop(work.key, None)
+        for req in reqs:
+            self._fail_request(req, exc)
+
+    def _fail_request(self, req: _Request, exc: BaseException) -> None:
+        if not isinstance(exc, BudgetFull):
+            self.loads["refused"] += 1
+        _fail(req.future, _media_error(exc, req.path))
+
+    def _unpin(self, req: _Request) -> None:
+        if req.pinned:
+            self.cache.release(req.key)
+            req.pinned = False
+
+    def _on_drop(self, entry) -> None:
+        if entry.kind == "mapped" and self.readahead is not None:
+            self.readahead.forget(entry.data)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def _requests_of(item):
+    if item is None:
+        return []
+    if isinstance(item, _Work):
+        return list(item.requests)
+    return [item]
+
+
+def _finish(future: Future, data) -> None:
+    if not future.done():
+        future.set_result(data)
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _media_error(exc: BaseException, path: str) -> BaseException:
+    """Every failure reaches the client as a reason a person can act on."""
+    if isinstance(exc, MediaError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return MediaError(f"not enough memory to load {path}: free some buffers or use a smaller file")
+    if isinstance(exc, PermissionError):
+        return MediaError(f"cannot read (permission denied): {path}; check the permissions of the file "
+                          "and the folders above it")
+    if isinstance(exc, FileNotFoundError):
+        return MediaError(f"no such file: {path} (it disappeared while loading)")
+    if isinstance(exc, OSError):
+        return MediaError(f"cannot read: {path} ({exc.strerror or exc})")
+    log.error("loading %s failed unexpectedly", path, exc_info=exc)
+    return MediaError(f"cannot load {path}: internal error: {type(exc).__name__}: {exc}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60.0)
+    return f"{int(m)}:{s:06.3f}"
