@@ -132,6 +132,9 @@ class PortAudioRuntime:
     def module(self):
         """sounddevice, imported (which initialises PortAudio) on first use."""
         if self._sd is None:
+            # Imported by someone else first: which JACK server its PortAudio
+            # joined is unknown, so it is never terminated while JACK is in it.
+            first = "sounddevice" not in sys.modules
             try:
                 import sounddevice
             except OSError as exc:
@@ -139,7 +142,7 @@ class PortAudioRuntime:
                     f"cannot load the PortAudio library ({exc}); install it (Debian/Ubuntu: "
                     "apt install libportaudio2) or run without audio output with --backend null") from None
             self._sd = sounddevice
-            self._jack_server = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+            self._jack_server = (os.environ.get("JACK_DEFAULT_SERVER") or "default") if first else None
             atexit.register(self._at_exit)       # runs before sounddevice's own exit handler
         return self._sd
 
@@ -187,7 +190,9 @@ class PortAudioRuntime:
         return any(h["name"] == JACK_HOSTAPI for h in sd.query_hostapis())
 
     def _safe_to_terminate(self) -> bool:
-        return not self.has_jack() or jack_server_alive(self._jack_server)
+        if not self.has_jack():
+            return True
+        return self._jack_server is not None and jack_server_alive(self._jack_server)
 
     def abandon(self, why: str) -> None:
         """Never touch the current instance again (nor let sounddevice's exit handler)."""

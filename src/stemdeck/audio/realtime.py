@@ -3,8 +3,10 @@
 Holds :func:`prepare_portaudio` (before a PortAudio stream starts),
 :func:`report_portaudio` (after: which threads really run real-time),
 :func:`make_current_thread_realtime` (the null backend's clock thread),
-:func:`raise_process_priority` (the fallback), :func:`check_permission`
-and :func:`explain_refusal`.
+:func:`raise_process_priority` (the fallback), :func:`check_permission`,
+:func:`explain_refusal`, and the memory and kernel side: :func:`prefault`
+(every server start), :func:`lock_memory` (``--realtime``) and
+:func:`kernel_hint` (a kernel that cannot preempt kernel code).
 
 Who owns the audio thread decides what can be done:
 
@@ -198,6 +200,99 @@ def thread_scheduling() -> list[ThreadSched]:
 
 def realtime_threads() -> list[ThreadSched]:
     return [t for t in thread_scheduling() if t.policy in ("SCHED_FIFO", "SCHED_RR")]
+
+
+# ---------------------------------------------------------------------------------------------
+# memory and the kernel
+# ---------------------------------------------------------------------------------------------
+
+def prefault(engine) -> int:
+    """Write every page of the engine's state arrays once (same values), so
+    the audio thread never takes a first-touch page fault, which can wait
+    behind another thread's large mmap/munmap (a file load) for
+    milliseconds. Call before the audio starts. Returns the bytes touched."""
+    import dataclasses
+
+    import numpy as np
+
+    total = 0
+    for field in dataclasses.fields(engine.state):
+        array = getattr(engine.state, field.name)
+        if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.nbytes:
+            raw = array.reshape(-1).view(np.uint8)
+            np.bitwise_xor(raw, 0, out=raw)          # a write to every byte, values unchanged
+            total += array.nbytes
+    return total
+
+
+_MCL_CURRENT = 1
+
+
+def lock_memory() -> tuple[bool, str]:
+    """``mlockall(MCL_CURRENT)``: keep what is mapped now (engine state, code,
+    loaded samples) in RAM. Later allocations (new loads) are not locked."""
+    if not supported():
+        return False, "locking memory is only done on Linux"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(_MCL_CURRENT) == 0:
+        return True, "memory locked (mlockall MCL_CURRENT)"
+    err = ctypes.get_errno()
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        limit = "unlimited" if soft < 0 else f"{soft // 1024} KiB"
+    except (ImportError, OSError, ValueError):
+        limit = "unknown"
+    return False, (f"locking memory was refused ({os.strerror(err)}; RLIMIT_MEMLOCK is {limit}, "
+                   "'ulimit -l' shows it): allow it with '@audio - memlock unlimited' in "
+                   "/etc/security/limits.d/audio.conf; carrying on")
+
+
+def kernel_preemption() -> str | None:
+    """The kernel's preemption model: "none", "voluntary", "full", "lazy",
+    "rt", or None when it cannot be told."""
+    try:
+        with open("/sys/kernel/debug/sched/preempt") as f:    # PREEMPT_DYNAMIC: "none (voluntary) full"
+            for word in f.read().split():
+                if word.startswith("("):
+                    return word.strip("()")
+    except OSError:
+        pass
+    version = os.uname().version if hasattr(os, "uname") else ""
+    if "PREEMPT_RT" in version:
+        return "rt"
+    try:
+        with open("/proc/cmdline") as f:
+            for word in f.read().split():
+                if word.startswith("preempt="):
+                    return word.split("=", 1)[1]
+    except OSError:
+        pass
+    try:
+        import gzip
+
+        with gzip.open("/proc/config.gz", "rt") as f:
+            config = f.read()
+    except OSError:
+        return None
+    for model, key in (("rt", "CONFIG_PREEMPT_RT=y"), ("full", "CONFIG_PREEMPT=y"),
+                       ("lazy", "CONFIG_PREEMPT_LAZY=y"), ("voluntary", "CONFIG_PREEMPT_VOLUNTARY=y"),
+                       ("none", "CONFIG_PREEMPT_NONE=y")):
+        if key in config:
+            return model
+    return None
+
+
+def kernel_hint() -> str | None:
+    """Advice when the kernel lets a real-time thread wait behind kernel work."""
+    model = kernel_preemption()
+    if model in ("none", "voluntary"):
+        return (f"this kernel {'preempts kernel code only voluntarily' if model == 'voluntary' else 'does not preempt kernel code'} "
+                f"(preempt={model}), so the audio thread can wait milliseconds behind other programs' "
+                "system calls: boot with preempt=full (PREEMPT_DYNAMIC kernels) or use a low-latency or "
+                "PREEMPT_RT kernel")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

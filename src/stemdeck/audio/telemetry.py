@@ -53,7 +53,7 @@ def _next_size(block_size: int) -> int | None:
 
 
 def underrun_advice(count: int, seconds: float, block_size: int, p99_load: float | None,
-                    realtime: bool = False) -> str:
+                    realtime: bool = False, hint: str | None = None) -> str:
     """``12 underruns in 30 s at 256 frames; try --buffer-size 512 or stemdeck tune (...)``."""
     span = max(1, round(seconds))
     text = f"{count} underrun{'' if count == 1 else 's'} in {span} s at {block_size} frames"
@@ -69,6 +69,8 @@ def underrun_advice(count: int, seconds: float, block_size: int, p99_load: float
             text += (f" (the callback needs only {p99_load:.0f} % of the period at p99, so the time is "
                      "lost outside it: other programs, CPU power saving"
                      + (")" if realtime else ", or no real-time priority: try --realtime)"))
+            if hint:
+                text += f"; {hint}"
     return text
 
 
@@ -83,7 +85,8 @@ class Telemetry:
 
     def __init__(self, engine, *, block_size: int, sample_rate: int, stats_interval: float = 0.0,
                  warn_interval: float = WARN_INTERVAL, window: float = WINDOW_SECONDS,
-                 latency=None, realtime: bool = False, logger: logging.Logger | None = None):
+                 latency=None, realtime: bool = False, hint: str | None = None,
+                 logger: logging.Logger | None = None):
         self.engine = engine
         self.block_size = int(block_size)
         self.sample_rate = int(sample_rate)
@@ -93,6 +96,7 @@ class Telemetry:
         self.window = float(window)
         self.latency = latency
         self.realtime = realtime
+        self.hint = hint
         self.log = logger or log
         self.started = time.monotonic()
         self.warnings = 0
@@ -278,7 +282,7 @@ class Telemetry:
             self._warned_total = self.underruns
             self.log.warning("%s", underrun_advice(snap["underruns_window"], snap["window_s"], self.block_size,
                                                    snap["dsp_load_p99"] if snap["callbacks_measured"] else None,
-                                                   self.realtime))
+                                                   self.realtime, self.hint))
         if self.stats_interval > 0 and now - self._last_summary >= self.stats_interval:
             self._last_summary = now
             self.log.info("%s", self.interval_line(self.interval()))

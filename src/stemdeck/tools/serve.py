@@ -282,15 +282,21 @@ class Server:
                 self.recorder = Recorder(self.engine, self.record_path, s.sample_rate)
                 self.recorder.start()
                 self.say(f"{'recording':<15} {self.recorder.path}")
+            from stemdeck.audio import realtime as rt
+
+            rt.prefault(self.engine)             # no first-touch page faults in the callback
+            if self.realtime:
+                self.say(f"--realtime: {rt.lock_memory()[1]}")
+            hint = rt.kernel_hint()
+            if hint and self.realtime:
+                self.say(f"--realtime: {hint}")
             self.telemetry = Telemetry(self.engine, block_size=s.buffer_size, sample_rate=s.sample_rate,
                                        stats_interval=s.stats_interval, realtime=self.realtime,
-                                       latency=lambda: self.output.reported_latency)
+                                       latency=lambda: self.output.reported_latency, hint=hint)
             self.output.start()
             self.telemetry.start()
             if self.realtime and self.output.kind == "portaudio":
                 await asyncio.sleep(0.2)          # the audio thread is promoted when processing starts
-                from stemdeck.audio import realtime as rt
-
                 for line in rt.report_portaudio(self.output):
                     self.say(line)
             osc_close = await start_osc(self)
