@@ -207,6 +207,7 @@ class Ctx:
     sender: Any = None
     started_loads: set = field(default_factory=set)   # buffer IDs this message began loading
     waited: bool = False     # it waited for a load
+    load_errors: dict = field(default_factory=dict)   # buffer ID -> why the load it began failed
 
 
 @dataclass
@@ -221,6 +222,8 @@ class BufferInfo:
     frames: int = 0
     deck: int = 0
     bpm: float = 0.0         # the stem's own tempo (0: it ignores the master tempo)
+    previous: Any = None     # the ready BufferInfo this load replaces: bound (and playing) until
+                             # the new sample is ready, restored if the new file is refused
 
 
 @dataclass
@@ -522,30 +525,48 @@ class Controller:
         return buf
 
     def _release(self, buffer_id: int, ctx: Ctx):
-        """Empty a buffer ID (stopping what it plays), as a reload or cleanup does."""
+        """Empty a buffer ID (stopping what it plays), as /free_buffer or cleanup does."""
         old = self.buffers.pop(buffer_id, None)
         self.voices.pop(buffer_id, None)
         if old is None:
             return
+        if old.state == "loading" and old.previous is not None:
+            old = old.previous               # still bound while its replacement loads
         if old.state == "ready":
             self.engine.unbind(buffer_id, at=ctx.at)
-            sample = self._samples.get(old.key)
-            if sample is not None:
-                sample.users.discard(buffer_id)
-                if not sample.users:
-                    del self._samples[old.key]   # the engine frees it once its voices let go
+            self._drop_user(old)
+
+    def _drop_user(self, buf: BufferInfo):
+        sample = self._samples.get(buf.key)
+        if sample is not None:
+            sample.users.discard(buf.id)
+            if not sample.users:
+                del self._samples[buf.key]   # the engine frees it once its voices let go
+                self._media("release_sample", buf.key)
+
+    def _media(self, hook: str, *args):
+        """Tell a caching loader (:class:`stemdeck.media.loader.MediaLoader`) what
+        the buffers still use; loaders without the hook ignore it."""
+        fn = getattr(self.loader, hook, None)
+        return fn(*args) if fn is not None else None
 
     def _load(self, buffer_id: int, path: str, name: str | None, ctx: Ctx,
               done_address: str | None, bpm: float | None = None) -> BufferInfo:
         """Start loading ``path`` into ``buffer_id``; ``done_address`` gets /done or /fail."""
         if self.check_path is not None:
             self.check_path(path)             # refuses before anything changes
-        self._release(buffer_id, ctx)
+        # what the ID holds keeps playing until the new sample is ready; the engine
+        # then crossfades a playing voice into it (declick); a refused file changes nothing
+        old = self.buffers.get(buffer_id)
+        previous = old.previous if old is not None and old.state == "loading" else old
+        if previous is not None and previous.state != "ready":
+            previous = None
         key = self._key(path)
         if name is None:
             name = os.path.splitext(os.path.basename(path))[0]
         buf = BufferInfo(buffer_id, path, name, key, deck=_deck_of(buffer_id),
-                         bpm=(self.base_bpm if self.follow_tempo else 0.0) if bpm is None else bpm)
+                         bpm=(self.base_bpm if self.follow_tempo else 0.0) if bpm is None else bpm,
+                         previous=previous)
         self.buffers[buffer_id] = buf
         ctx.started_loads.add(buffer_id)
         sample = self._samples.get(key)
@@ -576,6 +597,7 @@ class Controller:
         self._jobs.pop(job.key, None)
         current = [(b, c, d) for b, c, d in job.requests if self.buffers.get(b.id) is b]
         error = job.future.exception()
+        loaded = error is None
         sample = None
         if error is None and current:
             data = job.future.result()
@@ -592,8 +614,13 @@ class Controller:
             else:
                 buf.state = "failed"
                 buf.error = _reason(error)
+                ctx.load_errors[buf.id] = buf.error
+                if buf.previous is not None:          # the buffer keeps what it held
+                    self.buffers[buf.id] = buf.previous
                 if done_address:
                     self._fail(ctx.sender, done_address, f"buffer {buf.id}: {buf.error}")
+        if loaded and sample is None:                 # nobody took the sample: give it back
+            self._media("release_sample", job.key)
         self._run_deferred()
 
     def _bind(self, buf: BufferInfo, sample: _Sample, ctx: Ctx, done_address: str | None):
@@ -601,6 +628,9 @@ class Controller:
         if self.follow_tempo or buf.bpm:
             self.engine.set_source_bpm(buf.id, buf.bpm, at=ctx.at)
         sample.users.add(buf.id)
+        previous, buf.previous = buf.previous, None
+        if previous is not None and previous.key != buf.key:
+            self._drop_user(previous)         # bind replaced it in the engine
         buf.state, buf.slot, buf.frames = "ready", sample.slot, sample.frames
         self._touch(ctx.now)
         if done_address:
@@ -608,6 +638,13 @@ class Controller:
 
     def _load_if_needed(self, buffer_id: int, path: str, name: str, ctx: Ctx) -> BufferInfo:
         """For /play and /cue: keep what the buffer holds when it is the same file."""
+        if buffer_id in ctx.load_errors:      # the load this message began was refused
+            kept = self.buffers.get(buffer_id)
+            if kept is not None and kept.state == "ready":   # it kept its sample: not cued with it
+                for deck, arm in list(self.armed.items()):
+                    if arm[0] == buffer_id:
+                        del self.armed[deck]
+            raise CommandError(f"buffer {buffer_id} failed to load: {ctx.load_errors[buffer_id]}")
         buf = self.buffers.get(buffer_id)
         if buffer_id in ctx.started_loads and buf is not None:
             return buf
@@ -765,6 +802,9 @@ class Controller:
         }
         info["movement"] = {"enabled": self.movement_bpm, "value": self.movement,
                             "target_bpm": self.movement_target, **self.movement_config.describe()}
+        cache = self._media("cache_status")
+        if cache is not None:
+            info["cache"] = cache
         info["decks"] = []
         for d in range(4):
             bufs = [b for b in self.buffers.values() if b.deck == d]
@@ -854,12 +894,30 @@ class Controller:
         if self._tone is not None:
             self.engine.unbind(spec.TEST_TONE_BUFFER, at=ctx.at)
             self._tone = None
+        for key in self._samples:
+            self._media("release_sample", key)
         self._samples.clear()
+        self._media("free_unused")     # memory back (preloaded files stay cached)
         self.armed.clear()
         self.voices.clear()
         self._touch(ctx.now)
         self._done(ctx.sender, "/mixer_cleanup")
         self._run_deferred()       # messages waiting for abandoned loads now /fail
+
+    def on_free_buffer(self, ctx, *, id):
+        """Stop and empty a buffer ID and free its sample's memory (unless
+        another buffer ID uses the same file)."""
+        buf = self.buffers.get(id)
+        if buf is None:
+            raise CommandError(f"buffer {id} is not loaded")
+        keys = {buf.key} | ({buf.previous.key} if buf.previous is not None else set())
+        self._release(id, ctx)
+        for key in keys:
+            if key not in self._samples:
+                self._media("free_sample", key)
+        self._touch(ctx.now)
+        self._done(ctx.sender, "/free_buffer", id)
+        self._run_deferred()       # messages waiting for its load now /fail
 
     def on_test_tone(self, ctx, *, freq, seconds):
         import numpy as np
@@ -995,7 +1053,8 @@ class Controller:
         buffer_id = spec.DECK_BUFFER_RANGES[deck][0]
         self._load_if_needed(buffer_id, path, f"Deck{spec.DECK_NAMES[deck]}", ctx)
         self.armed[deck] = (buffer_id, start_pos, quantize)   # a /start_group now waits for this load
-        self._require(buffer_id)
+        buf = self._require(buffer_id)
+        self._media("warm_sample", buf.key, start_pos)        # fault the cue point in before it plays
         if buffer_id in self.voices:          # crowdstream replaces the deck's player
             self.engine.stop(buffer_id, at=ctx.at)
             self.voices.pop(buffer_id, None)
