@@ -69,6 +69,25 @@ def test_rtprio_limit_caps_the_priority(monkeypatch):
     assert rt.allowed_priority(70) == 70
 
 
+def test_prefault_touches_the_engine_state_without_changing_it():
+    import numpy as np
+
+    from stemdeck.engine.engine import Engine
+
+    engine = Engine(44100)
+    engine.state.params[:] = np.arange(len(engine.state.params))
+    before = engine.state.params.copy()
+    assert rt.prefault(engine) > 1_000_000
+    assert np.array_equal(engine.state.params, before)
+
+
+def test_kernel_hint_names_a_kernel_that_cannot_preempt(monkeypatch):
+    monkeypatch.setattr(rt, "kernel_preemption", lambda: "none")
+    assert "preempt=full" in rt.kernel_hint()
+    monkeypatch.setattr(rt, "kernel_preemption", lambda: "full")
+    assert rt.kernel_hint() is None
+
+
 def test_raising_the_process_priority_refused_is_explained(monkeypatch):
     def refuse(*args):
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -86,13 +105,14 @@ def test_null_backend_clock_thread_goes_realtime_or_says_why():
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("--realtime:"):
+        if line.startswith("--realtime: clock thread") or "real-time scheduling refused" in line:
             break
     proc.send_signal(signal.SIGTERM)
     text = "".join(lines) + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, text
     assert re.search(r"--realtime: (clock thread SCHED_FIFO priority \d+|real-time scheduling refused .*ulimit -r)",
                      text), text
+    assert re.search(r"--realtime: (memory locked|locking memory was refused .*ulimit -l)", text), text
 
 
 @linux_only
