@@ -64,6 +64,7 @@ from stemdeck.errors import StemdeckError
 BANDS = ("very_very_low", "very_low", "low", "medium")
 TARGETS = ("very_very_low", "very_low", "low", "medium", "high_max")
 MIN_BPM, MAX_BPM = 20.0, 400.0
+MAX_GLIDE_S = 3600.0           # the engine's longest ramp
 
 
 class MovementConfigError(StemdeckError):
@@ -126,7 +127,8 @@ class MovementConfig:
             math.log(self.smoothing_factor_down)
 
     def glide(self, current_bpm: float, target_bpm: float) -> float:
-        return self.glide_up if target_bpm > current_bpm else self.glide_down
+        """Seconds of the ramp from ``current_bpm`` toward ``target_bpm`` (at most an hour)."""
+        return min(self.glide_up if target_bpm > current_bpm else self.glide_down, MAX_GLIDE_S)
 
     def describe(self) -> dict:
         """For status replies and the start-up log."""
