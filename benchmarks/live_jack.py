@@ -20,9 +20,14 @@ on; :func:`stemdeck.tools.workload.build_reference_workload`). Then, for
   a thread churns the garbage collector (reference cycles, ``gc.collect()``
   in a loop).
 
+A second JACK client, ``jack_metro`` (plain C, named "witness"), runs
+beside stemdeck: jackd names the client it waited for in each XRun line, so
+the witness's count shows what the machine does to any JACK client (a VM's
+stolen time, a kernel that cannot preempt), separate from stemdeck.
+
 Reports underruns (PortAudio's underflow flags, callbacks past their
-period, and jackd's own XRun lines, split into those it blames on our
-client and those of its driver's timer) and the callback time: median,
+period, and jackd's own XRun lines, split into those it blames on
+stemdeck, on the witness, and on its dummy driver's timer) and the callback time: median,
 p90, p99, p99.9 and max, in microseconds and as a share of the period.
 A benchmark, not a test: numbers depend on the machine and its load.
 """
@@ -162,16 +167,19 @@ class Durations:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0)
 
 
-def jack_xruns(server) -> tuple[int, int]:
-    """(XRuns jackd blames on our client, other XRun lines)."""
-    ours = other = 0
+def jack_xruns(server) -> tuple[int, int, int]:
+    """XRuns in jackd's log: (blamed on our client, blamed on the witness
+    client jack_metro, of the dummy driver's own timer)."""
+    ours = witness = driver = 0
     for line in server.log().splitlines():
         if "XRun" in line:
             if "client = PortAudio" in line:
                 ours += 1
+            elif "client = witness" in line:
+                witness += 1
             else:
-                other += 1
-    return ours, other
+                driver += 1
+    return ours, witness, driver
 
 
 def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
@@ -257,7 +265,8 @@ def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
         "underflow_flags": int(st1["underflows"] - st0["underflows"]),
         "late_callbacks": int(st1["overruns"] - st0["overruns"]),
         "jack_xruns_client": x1[0] - x0[0],
-        "jack_xruns_driver": x1[1] - x0[1],
+        "jack_xruns_witness": x1[1] - x0[1],
+        "jack_xruns_driver": x1[2] - x0[2],
         "voices": int(st1["voices"]),
         "late_commands": int(st1["late_commands"] - st0["late_commands"]),
         "dropped_commands": int(st1["dropped_commands"] - st0["dropped_commands"]),
@@ -278,7 +287,8 @@ def report(r: dict) -> None:
     print(f"\n== {r['phase']}: {r['seconds']:g} s at {r['block']} frames "
           f"(period {r['period_us']:.0f} us), {r['voices']} voices, {r['callbacks']} callbacks")
     print(f"   underruns: {r['underflow_flags']} underflow flags, {r['late_callbacks']} callbacks past their period; "
-          f"jackd XRuns: {r['jack_xruns_client']} blamed on stemdeck, {r['jack_xruns_driver']} of the dummy driver")
+          f"jackd XRuns: {r['jack_xruns_client']} blamed on stemdeck, {r['jack_xruns_witness']} on the witness "
+          f"(jack_metro), {r['jack_xruns_driver']} of the dummy driver's timer")
     print("   callback time:  " + ",  ".join(
         f"{label} {r[key]:.0f} us ({pct(r[key]):.1f} %)"
         for label, key in (("median", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"),
@@ -298,6 +308,8 @@ def main() -> int:
     p.add_argument("--period", type=int, default=128, help="the JACK server's period (default 128)")
     p.add_argument("--phase", choices=("both", "quiet", "stress"), default="both")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--no-witness", action="store_true",
+                   help="do not run jack_metro beside stemdeck as a witness of the machine's own xruns")
     args = p.parse_args()
 
     from jackserver import JackServer
@@ -309,6 +321,9 @@ def main() -> int:
         os.environ["JACK_NO_START_SERVER"] = "1"
         print(f"JACK dummy server {jack.name}: {SR} Hz, period {args.period}; "
               f"stemdeck buffer {args.block} frames", flush=True)
+        if not args.no_witness:
+            # a second, trivial C client: what the machine does to any JACK client
+            jack.spawn_client("jack_metro", "-n", "witness", "-b", "120", wait_for_port="witness:")
         big = None
         if args.phase in ("both", "stress"):
             t0 = time.monotonic()
