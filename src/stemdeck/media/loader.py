@@ -32,6 +32,7 @@ engine's voices when an engine is given.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -116,13 +117,30 @@ class MediaLoader:
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._batch = threading.local()          # set inside preloading()
         self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
 
     # -- the loader protocol (Controller) --------------------------------------------------------
     def submit(self, path: str, sample_rate: int) -> Future:
         """Start loading ``path`` at ``sample_rate``; the Future's result is
         the sample array (holding one hold on its cache entry)."""
+        batch = getattr(self._batch, "futures", None)
+        if batch is not None:                 # a preload through the Controller
+            future = self._request(path, sample_rate, PRELOAD, evict=False, preload=True)
+            batch.append((os.fspath(path), future))
+            return future
         return self._request(path, sample_rate, CLIENT, evict=True, preload=False)
+
+    @contextlib.contextmanager
+    def preloading(self):
+        """Within this block (on this thread), :meth:`submit` loads at preload
+        priority without evicting, and the ``(path, future)`` pairs it made
+        are collected in the list this yields (for a progress display)."""
+        self._batch.futures = futures = []
+        try:
+            yield futures
+        finally:
+            self._batch.futures = None
 
     def fetch(self, path: str, sample_rate: int | None = None, *, preload: bool = True) -> Future:
         """Load into the cache at preload priority, evicting nothing (a file
