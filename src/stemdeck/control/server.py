@@ -419,6 +419,7 @@ class OscServer:
         self.log = logger or log
         self.ratelog = RateLimitedLog(self.log)
         self.c = Counters()
+        self.by_address: dict[str, list[int]] = {}     # address -> [accepted, refused]
         self.clock = FrameClock(engine, output_latency=output_latency)
 
         self._stats = stats
@@ -451,6 +452,7 @@ class OscServer:
         self._started_at = time.monotonic()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._inode: int | None = None
+        self._drops_read: tuple = (0.0, None)
         self._rbuf = bytearray(65536)
         self._ring = self._dropped = None
         state = getattr(engine, "state", None)
@@ -937,13 +939,24 @@ class OscServer:
         counters, i = self._dropped
         return int(counters[i])
 
+    def _count(self, address: str, ok: bool) -> None:
+        """Per-address tallies (table addresses only, so the dict stays small)."""
+        row = self.by_address.get(address if address in spec.BY_ADDRESS else "other")
+        if row is None:
+            row = self.by_address[address if address in spec.BY_ADDRESS else "other"] = [0, 0]
+        row[0 if ok else 1] += 1
+        if ok:
+            self.c.accepted += 1
+        else:
+            self.c.failed += 1
+
     def _dispatch(self, msg: wire.Message, sender, at: int | None) -> None:
         c = self.c
         c.messages += 1
         address = msg.address
         if self._ring_free() < RING_RESERVE:
             c.busy_dropped += 1
-            c.failed += 1
+            self._count(address, False)
             self._fail(sender, address, "server busy: the engine's command queue is full; message "
                                         "dropped (send fewer messages per second)")
             return
@@ -953,20 +966,16 @@ class OscServer:
             for i in self._path_args[address]:
                 if i < len(args) and isinstance(args[i], str) and args[i].strip():
                     args[i] = self.media.resolve(args[i])
-        load = address in LOAD_ADDRESSES
         try:
             out = self.controller.handle(address, args, at=at, sender=sender)
         except Exception as exc:   # the Controller catches handler errors; this is a last resort
             c.internal_errors += 1
-            c.failed += 1
+            self._count(address, False)
             self.log.exception("OSC: %s failed", address)
             self._fail(sender, address, f"internal error: {type(exc).__name__}")
             return
-        if any(a == "/fail" and r and r[0] == address for a, r in out):
-            c.failed += 1
-        else:
-            c.accepted += 1
-        if load:
+        self._count(address, not any(a == "/fail" and r and r[0] == address for a, r in out))
+        if address in LOAD_ADDRESSES:
             self._loads_dirty = True
         dropped = self._engine_dropped()
         if dropped != self._engine_dropped_seen:
@@ -1056,10 +1065,9 @@ class OscServer:
         """The Controller's ``status`` hook: the audio side's figures (``stats``,
         or the hook the caller had installed, else the engine's counters),
         late bundles added to ``late_commands``, and the server's counters."""
-        info = self._basic_stats()
-        for source in (self._prev_status, self._stats):
-            if source is None:
-                continue
+        sources = [f for f in (self._prev_status, self._stats) if f is not None]
+        info = {} if sources else self._basic_stats()
+        for source in sources:
             try:
                 with self._stats_lock:
                     info.update(source() or {})
@@ -1067,7 +1075,7 @@ class OscServer:
                 self.log.exception("OSC: the stats callable failed")
         st = self.engine.stats()
         info["late_commands"] = int(st.get("late_commands", 0)) + self.c.late
-        info["osc"] = self.counters()
+        info["osc"] = self.counters(max_age=0.5)
         return info
 
     def _basic_stats(self) -> dict:
@@ -1290,29 +1298,41 @@ class OscServer:
 
     # -- reporting ----------------------------------------------------------------------------------------------
 
-    def socket_drops(self) -> int | None:
+    def socket_drops(self, max_age: float = 0.0) -> int | None:
         """Datagrams the kernel dropped because the receive buffer was full
-        (Linux ``/proc/net/udp``); None where that is not available."""
+        (Linux ``/proc/net/udp``); None where that is not available. A value
+        read less than ``max_age`` seconds ago is reused."""
         if self._inode is None:
             return None
+        now = time.monotonic()
+        if max_age and now - self._drops_read[0] < max_age:
+            return self._drops_read[1]
+        value = None
+        inode = str(self._inode)
         for name in ("/proc/net/udp", "/proc/net/udp6"):
             try:
                 with open(name, encoding="ascii") as fh:
                     next(fh, None)
                     for line in fh:
                         parts = line.split()
-                        if len(parts) >= 13 and parts[9] == str(self._inode):
-                            return int(parts[-1])
-            except OSError:
+                        if len(parts) >= 13 and parts[9] == inode:
+                            value = int(parts[-1])
+                            break
+            except (OSError, ValueError):
                 continue
-        return None
+            if value is not None:
+                break
+        self._drops_read = (now, value)
+        return value
 
-    def counters(self) -> dict:
-        """The server's counters (a snapshot), with the kernel's socket drops."""
+    def counters(self, max_age: float = 0.0) -> dict:
+        """The server's counters (a snapshot), with the kernel's socket drops
+        (re-read unless read less than ``max_age`` seconds ago)."""
         out = asdict(self.c)
-        out["socket_drops"] = self.socket_drops()
+        out["socket_drops"] = self.socket_drops(max_age=max_age)
         out["subscribers"] = len(self._subs_snapshot)
         out["clock_relocks"] = self.clock.relocks
+        out["by_address"] = {k: list(v) for k, v in sorted(self.by_address.items())}
         return out
 
 
