@@ -56,7 +56,8 @@ def file_signature(path: str | os.PathLike) -> tuple:
 
 
 def mb(nbytes: int | float) -> str:
-    return f"{nbytes / MB:.1f} MB"
+    v = nbytes / MB
+    return f"{v:.2f} MB" if v < 10 else f"{v:.1f} MB"
 
 
 class BudgetFull(MediaError):
@@ -180,16 +181,21 @@ class SampleCache:
                         if not evict:
                             raise BudgetFull(f"the memory budget is full: {shown} {what}; "
                                              f"{mb(self.budget - used)} of {mb(self.budget)} free")
-                        dropped = self._evict_for(used + nbytes - self.budget)
-                        used = self._used()
+                        unused = sum(e.nbytes for e in self._entries.values() if e.counted and e.holds <= 0)
+                        if used - unused + nbytes <= self.budget:     # evict only if it then fits
+                            dropped = self._evict_for(used + nbytes - self.budget)
+                            used = self._used()
                         if used + nbytes > self.budget:
+                            unused = sum(e.nbytes for e in self._entries.values()
+                                         if e.counted and e.holds <= 0)
                             in_use = sum(e.nbytes for e in self._entries.values()
                                          if e.counted and e.holds > 0)
                             loading = sum(r.nbytes for r in self._reserved.values())
                             raise MediaError(
                                 f"not enough memory: {shown} {what} but only "
-                                f"{mb(max(0, self.budget - used))} of the {mb(self.budget)} budget "
-                                f"(--cache-mb) is free: {mb(in_use)} is held by buffers in use"
+                                f"{mb(max(0, self.budget - used + unused))} of the {mb(self.budget)} "
+                                f"budget (--cache-mb) is free or unused: {mb(in_use)} is held by "
+                                f"buffers in use"
                                 + (f" and {mb(loading)} by loads in progress" if loading else "")
                                 + "; free some with /free_buffer or /mixer_cleanup, or raise --cache-mb")
                 res = Reservation(key, nbytes)

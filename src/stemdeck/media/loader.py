@@ -100,7 +100,7 @@ class MediaLoader:
                  prefault_seconds: float = PREFAULT_SECONDS, decoder_nice: int = DECODER_NICE,
                  readahead_seconds: float | None = None):
         self.engine = engine
-        self.cache = SampleCache(None if cache_mb is None else int(cache_mb) * MB, on_drop=self._on_drop)
+        self.cache = SampleCache(None if cache_mb is None else int(cache_mb * MB), on_drop=self._on_drop)
         self.workers = max(1, int(workers))
         self.immediate = immediate
         self.prefault_seconds = float(prefault_seconds)
