@@ -430,3 +430,33 @@ def test_keylocked_and_plain_decks_stay_in_phase_across_an_instant_tempo_change(
     guesses = [m.frame_at(b0 + k + 0.25) for k in range(int(m.beats_at(7 * SR) - b0))]
     left, right = centroids(out[:, 0], guesses), centroids(out[:, 1], guesses)
     assert np.max(np.abs(left - right)) < SR / 1000   # within 1 ms
+
+
+def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
+    import threading
+    from concurrent.futures import Future
+
+    gate = threading.Event()
+
+    class SlowLoader:                                # a load that finishes when the test says so
+        def submit(self, path, sample_rate):
+            f = Future()
+            f.data = sf.read(path, dtype="float32", always_2d=True)[0]
+            return f
+
+        def close(self):
+            pass
+
+    path = rig.file("a.wav", dc(2.0))
+    rig.c.loader = SlowLoader()
+    rig.send("/quantize", 1)
+    rig.send("/cue", "A", path, at=0)
+    rig.send("/start_group", 0.1, "A", at=0)        # 4410: waits for deck A's load
+    rig.render_to(30000)                             # the load takes its time: 22050 is gone
+    (job,) = rig.c._jobs.values()
+    job.future.set_result(job.future.data)
+    rig.c._finished.put(job.key)
+    rig.c.poll()
+    out = rig.render(2 * SR)
+    assert first_sound(out, 30000) == 44100          # the next beat, not a late start at 30000
+    del gate

@@ -714,13 +714,16 @@ class Controller:
         if every <= 0:
             return at, frame
         self._sync_tempo(ctx)
-        if at is None:
-            # as soon as possible: the first frame a command posted now surely
-            # lands on, and a keylocked deck's voices render ahead by its latency
-            frame = int(self.engine.frame) + self.lookahead
-            if any(self.keylock[d] for d in decks):
-                frame += int(getattr(self.engine, "keylock_latency", 0))
-        b = self.tempo.next_boundary(frame, every, self.grid.beat_zero)
+        # the first frame a command posted now surely lands on (a keylocked
+        # deck's voices render ahead by its latency)
+        earliest = int(self.engine.frame) + self.lookahead
+        if at is None and any(self.keylock[d] for d in decks):
+            earliest += int(getattr(self.engine, "keylock_latency", 0))
+        b = self.tempo.next_boundary(earliest if at is None else frame, every, self.grid.beat_zero)
+        if b < earliest:
+            # its time has passed (a group that waited for a load, a late bundle):
+            # the next boundary still to come, not a late start off the grid
+            b = self.tempo.next_boundary(earliest, every, self.grid.beat_zero)
         return b, b
 
     def playing(self, buffer_id: int, frame: int | None = None) -> bool:
