@@ -638,19 +638,27 @@ class Controller:
 
     def _load_if_needed(self, buffer_id: int, path: str, name: str, ctx: Ctx) -> BufferInfo:
         """For /play and /cue: keep what the buffer holds when it is the same file."""
-        if buffer_id in ctx.load_errors:      # the load this message began was refused
-            kept = self.buffers.get(buffer_id)
-            if kept is not None and kept.state == "ready":   # it kept its sample: not cued with it
-                for deck, arm in list(self.armed.items()):
-                    if arm[0] == buffer_id:
-                        del self.armed[deck]
-            raise CommandError(f"buffer {buffer_id} failed to load: {ctx.load_errors[buffer_id]}")
+        self._refused(buffer_id, ctx)
         buf = self.buffers.get(buffer_id)
         if buffer_id in ctx.started_loads and buf is not None:
             return buf
         if buf is not None and buf.key == self._key(path) and buf.state != "failed":
             return buf
-        return self._load(buffer_id, path, name, ctx, None)
+        buf = self._load(buffer_id, path, name, ctx, None)
+        if self.buffers.get(buffer_id) is not buf:    # refused at once; the buffer kept its sample
+            self._refused(buffer_id, ctx)
+        return buf
+
+    def _refused(self, buffer_id: int, ctx: Ctx):
+        """Raise the reason the load this message began was refused, if it was."""
+        if buffer_id not in ctx.load_errors:
+            return
+        kept = self.buffers.get(buffer_id)
+        if kept is not None and kept.state == "ready":   # it kept its old sample: not cued with that
+            for deck, arm in list(self.armed.items()):
+                if arm[0] == buffer_id:
+                    del self.armed[deck]
+        raise CommandError(f"buffer {buffer_id} failed to load: {ctx.load_errors[buffer_id]}")
 
     # -- the logical timeline ---------------------------------------------------------------------
 
