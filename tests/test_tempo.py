@@ -433,10 +433,7 @@ def test_keylocked_and_plain_decks_stay_in_phase_across_an_instant_tempo_change(
 
 
 def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
-    import threading
     from concurrent.futures import Future
-
-    gate = threading.Event()
 
     class SlowLoader:                                # a load that finishes when the test says so
         def submit(self, path, sample_rate):
@@ -459,4 +456,3 @@ def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
     rig.c.poll()
     out = rig.render(2 * SR)
     assert first_sound(out, 30000) == 44100          # the next beat, not a late start at 30000
-    del gate
