@@ -169,7 +169,8 @@ def test_parser_either_parses_or_raises_wire_error(data):
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(address=st.sampled_from(ADDRESSES), args=st.lists(st.one_of(
-    st.integers(-2**31, 2**31 - 1), st.floats(width=32, allow_nan=False), st.text(max_size=20),
+    st.integers(-2**31, 2**31 - 1), st.floats(width=32, allow_nan=False),
+    st.text(st.characters(blacklist_characters="\x00"), max_size=20),
     st.binary(max_size=20)), max_size=6))
 def test_encoder_and_parser_agree_with_python_osc(address, args):
     data = wire.encode_message(address, args)
@@ -182,3 +183,9 @@ def test_encoder_and_parser_agree_with_python_osc(address, args):
             assert a == b or (math.isnan(a) and math.isnan(b))
         else:
             assert a == b == sent
+
+
+def test_a_nul_inside_a_string_cannot_misalign_a_reply():
+    data = wire.encode_message("/fail", ["/x", "a\x00b", 7])
+    msg = wire.parse_packet(data)
+    assert msg.args == ("/x", "a\\x00b", 7)

@@ -232,12 +232,15 @@ def _bundle(data: bytes, pos: int, end: int, depth: int, max_depth: int) -> Bund
 
 def _pad_string(text: str) -> bytes:
     raw = text.encode("utf-8", "surrogateescape")
+    if b"\x00" in raw:              # an OSC string ends at its first NUL: keep the packet aligned
+        raw = raw.replace(b"\x00", b"\\x00")
     return raw + b"\x00" * (4 - len(raw) % 4)
 
 
 def encode_message(address: str, args=()) -> bytes:
-    """Build one message: int -> i (h beyond 32 bits), float -> f, str -> s,
-    bytes -> b, bool -> T/F, None -> N."""
+    """Build one message: int -> i (h beyond 32 bits), float -> f, str -> s
+    (a NUL inside is written as the four characters ``\\x00``), bytes -> b,
+    bool -> T/F, None -> N."""
     tags = [","]
     parts = []
     for value in args:

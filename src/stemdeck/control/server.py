@@ -1136,20 +1136,19 @@ class OscServer:
     # -- reporter thread -------------------------------------------------------------------------------------
 
     def _report_loop(self):
-        last_beat = None
+        """Reporter thread: ``/beat`` once per beat (when the engine renders the
+        beat's first frame), the ``/print_clock`` log line, ``/underrun``."""
+        from stemdeck.control.tempo import ClockReporter
+
+        beats = ClockReporter(self.controller)
         last_underruns = None
         next_underrun_check = 0.0
         while not self._stop.wait(0.005):
             try:
-                bar, beat, _beats = self.controller.clock()
-                if (bar, beat) != last_beat:
-                    first = last_beat is None
-                    last_beat = (bar, beat)
-                    if not first:
-                        self._notify("/beat", int(bar), int(beat))
-                        if self.controller.print_clock:
-                            self.log.info("clock: bar %d beat %d (%.1f BPM)", bar, beat,
-                                          float(self.engine.stats().get("bpm", 0.0)))
+                for ev in beats.poll():
+                    self._notify("/beat", int(ev.bar), int(ev.beat))
+                    if self.controller.print_clock:
+                        self.log.info("%s", ev.line())
                 now = time.monotonic()
                 if now >= next_underrun_check:
                     next_underrun_check = now + 0.1
