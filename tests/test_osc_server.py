@@ -21,10 +21,9 @@ import time
 import numpy as np
 import pytest
 
-from osctools import (SR, Client, Rig, amplitude, bundle_bytes, dc, message_bytes, ntp_in, onset,
+from osctools import (SR, Client, Rig, amplitude, dc, message_bytes, ntp_in, onset,
                       sine, write_wav)
 from stemdeck.control import osc_wire as wire
-from stemdeck.control import server as osc_server
 from stemdeck.control import spec
 from stemdeck.control.handlers import ThreadedLoader, decode
 from stemdeck.control.server import OscServer, add_arguments, parse_allow, server_options

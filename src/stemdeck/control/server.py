@@ -18,30 +18,29 @@ Threads:
   the engine's events (``/ended``, late commands; the one consumer of
   ``engine.events()``) and sends replies. It never sleeps to schedule: it
   waits in ``select`` with a short timeout and posts commands with ``at=``
-  their frame.
+  their frame. Given an asyncio ``loop`` (``stemdeck serve``'s control
+  loop), the server runs on that loop's thread instead (``add_reader`` and a
+  5 ms timer), so the Controller has one thread whoever else calls it.
 - the **reporter thread** (``stemdeck-osc-reporter``) sends ``/beat bar beat``
   (at most once per beat) and ``/underrun count`` to ``/notify`` subscribers
   and logs the clock for ``/print_clock``. It only reads counters.
 
-Time. A bundle's NTP timetag is turned into the engine frame heard at that
-wall-clock time by :class:`FrameClock`, which estimates the mapping from
-``engine.frame`` sampled against the monotonic clock (the audio side does not
-publish timestamped frames): the median over the last ~256 samples (~1.3 s),
-corrected by half a block, converted to NTP with ``time.time_ns()``, plus
-the output latency the audio backend reports. The mapping is *locked*: it
-only moves when the estimate drifts more than half a block (at least
-0.25 ms) away, so bundles sent with timetags N frames apart start exactly N
-frames apart. Absolute error: within about half an audio block plus the
-output-latency figure's own error (measured on loopback with 128-frame
-blocks: see tests/test_osc_bundles.py). A timetag of 1 (or 0) means
-"immediately". A bundle due within ``horizon`` (0.1 s) is posted to the
-engine at once with its frame; a later one waits in a bounded heap in this
-thread and is posted ``horizon`` before its frame (so replies such as
-``/status.reply`` in a future bundle come when it runs, as scsynth does).
-A bundle whose frame has already been rendered runs at once, is counted
-(``late_commands`` in ``/status.reply``) and reported as ``/late seconds
-address`` to subscribers. Nested bundles run at their own timetag (never
-earlier than the enclosing one).
+Time. A bundle's NTP timetag becomes the engine frame heard at that time
+(:class:`~stemdeck.control.frame_clock.FrameClock`: estimated from
+``engine.frame`` against the monotonic clock, locked so that bundles N
+frames apart land N frames apart; about half a block of absolute error). A
+timetag of 1 (or 0) means "immediately". A bundle due within ``horizon``
+(0.1 s) is posted to the engine at once with its frame; a later one waits in
+a bounded heap in the control thread and is posted ``horizon`` before its
+frame (so replies such as ``/synced`` in a future bundle come when it runs,
+as scsynth does). A bundle whose frame has already been rendered runs at
+once, is counted (``late_commands`` in ``/status.reply``) and reported as
+``/late seconds address`` (its first message) to subscribers; commands the
+engine itself applied late come as ``/late seconds <command>``. Nested
+bundles run at their own timetag, never before the enclosing one. A bundle
+that is not valid OSC is refused whole (``/fail #bundle <reason>; nothing in
+the bundle ran``). When the audio clock is not running, bundles run by the
+wall clock.
 
 Bounds. Packets over ``max_packet`` bytes (32 KiB) are refused. The
 engine's command ring is checked before each message: when fewer than
@@ -57,11 +56,11 @@ reply, packets from other sources. ``--media-root DIR`` (repeatable) makes
 ``/load_buffer``, ``/play`` and ``/cue`` refuse any path with a ``..``
 component or whose real path (symlinks followed) is outside every root,
 with ``/fail <address> outside media root: ...``; relative paths are looked
-up in the roots. Files are only ever opened by the audio decoder
-(libsndfile), which refuses what is not audio; no message writes a file or
-runs code. ``--tcp`` also accepts OSC 1.0 over TCP on the same port
-(each packet prefixed by its int32 big-endian length, as scsynth clients
-send), replies going back on the connection.
+up in the roots (:mod:`stemdeck.control.access`). Files are only ever
+opened by the audio decoder (libsndfile), which refuses what is not audio;
+no message writes a file or runs code. ``--tcp`` also accepts OSC 1.0 over
+TCP on the same port (each packet prefixed by its int32 big-endian length,
+as scsynth clients send), replies going back on the connection.
 """
 
 from __future__ import annotations
@@ -77,13 +76,17 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
+from stemdeck.control.access import MediaRoots, parse_allow
+from stemdeck.control.frame_clock import FrameClock
 from stemdeck.errors import CommandError, UsageError
+
+__all__ = ["OscServer", "Counters", "RateLimitedLog", "FrameClock", "MediaRoots", "parse_allow",
+           "add_arguments", "server_options"]
 
 log = logging.getLogger("stemdeck.osc")
 
@@ -163,170 +166,6 @@ class RateLimitedLog:
             suppressed, self.suppressed = self.suppressed, 0
         if suppressed:
             self.logger.warning("(%d similar lines suppressed)", suppressed)
-
-
-# -- wall clock <-> engine frames ---------------------------------------------------------------
-
-class FrameClock:
-    """Maps NTP timetags to engine frames (see the module docstring).
-
-    Control thread only. :meth:`sample` is called often (every loop turn,
-    at most every ``min_interval`` seconds); :meth:`frame_for` converts.
-    """
-
-    def __init__(self, engine, *, output_latency: float = 0.0, window: int = 256,
-                 min_interval: float = 0.002):
-        self.engine = engine
-        self.sr = int(engine.sample_rate)
-        self.output_latency_ns = int(round(float(output_latency) * 1e9))
-        self._samples: deque = deque(maxlen=window)
-        self._min_interval_ns = int(min_interval * 1e9)
-        self._last_ns = 0
-        self._last_frame = -1
-        self._progress_ns = 0
-        self._updated_ns = 0
-        self._published: tuple[int, int] | None = None    # (ntp_ref, frame_ref)
-        self.relocks = 0
-        self.running = False
-        self.block = 0.0
-        self.estimate_spread_ms = 0.0
-
-    def _block_frames(self) -> float:
-        st = self.engine.stats()
-        calls, frames, blocks = st.get("callbacks", 0), st.get("frame", 0), st.get("blocks", 0)
-        if calls:
-            return frames / calls
-        return frames / blocks if blocks else 0.0
-
-    def sample(self, force: bool = False) -> None:
-        t = time.monotonic_ns()
-        if not force and t - self._last_ns < self._min_interval_ns:
-            return
-        f = int(self.engine.frame)
-        self._last_ns = t
-        if self._last_frame < 0:                # the first look: no progress seen yet
-            self._last_frame = f
-            self._progress_ns = t
-            return
-        if f != self._last_frame:
-            if f < self._last_frame:
-                self._samples.clear()           # a new engine or a reset counter
-                self._published = None
-            self._last_frame = f
-            self._progress_ns = t
-            if not self.running:
-                self._samples.clear()           # stale samples from before a stall
-                self._published = None
-                self._updated_ns = 0
-            self.running = True
-        else:
-            stall = max(50_000_000, int(8 * self.block * 1e9 / self.sr))
-            if t - self._progress_ns > stall:
-                self.running = False
-                return
-        if not self.running:
-            return
-        self._samples.append((t, f))
-        if t - self._updated_ns > 20_000_000 or len(self._samples) < 32:
-            self._update(t)
-
-    def _update(self, now_ns: int) -> None:
-        self._updated_ns = now_ns
-        if len(self._samples) < 2:
-            return
-        self.block = self._block_frames() or self.block
-        ns_per_frame = 1e9 / self.sr
-        offsets = sorted(t - f * ns_per_frame for t, f in self._samples)
-        median = offsets[len(offsets) // 2]
-        self.estimate_spread_ms = (offsets[-1] - offsets[0]) / 1e6
-        t0 = median + 0.5 * self.block * ns_per_frame       # monotonic ns of frame 0
-        a = time.monotonic_ns()
-        wall = time.time_ns()
-        b = time.monotonic_ns()
-        wall_minus_mono = wall - (a + b) // 2
-        frame_ref = self._last_frame
-        ntp_raw = wire.ntp_from_unix_ns(int(t0 + frame_ref * ns_per_frame) + wall_minus_mono
-                                        + self.output_latency_ns)
-        if self._published is None:
-            self._published = (ntp_raw, frame_ref)
-            return
-        ntp_pub = self._ntp_of(frame_ref)
-        tolerance_s = max(0.00025, 0.5 * self.block / self.sr)
-        warming = len(self._samples) < self._samples.maxlen // 4
-        if warming or abs(ntp_raw - ntp_pub) > tolerance_s * 2**32:
-            if not warming:
-                self.relocks += 1
-            self._published = (ntp_raw, frame_ref)
-
-    def _ntp_of(self, frame: int) -> int:
-        ntp_ref, frame_ref = self._published
-        return ntp_ref + ((frame - frame_ref) << 32) // self.sr
-
-    def frame_for(self, timetag: int) -> int | None:
-        """The engine frame heard at NTP ``timetag``; None when the audio clock
-        is not running (nothing to map to)."""
-        if not self.running or self._published is None:
-            return None
-        ntp_ref, frame_ref = self._published
-        return frame_ref + (((timetag - ntp_ref) * self.sr + (1 << 31)) >> 32)
-
-    def timetag_for(self, frame: int) -> int | None:
-        """The NTP time at which ``frame`` is heard (the inverse of :meth:`frame_for`)."""
-        if self._published is None:
-            return None
-        return self._ntp_of(frame)
-
-
-# -- media roots -------------------------------------------------------------------------------------
-
-class MediaRoots:
-    """``--media-root``: which files ``/load_buffer``, ``/play`` and ``/cue`` may open."""
-
-    def __init__(self, roots: Iterable[str]):
-        self.roots: list[str] = []
-        for root in roots:
-            real = os.path.realpath(os.path.expanduser(str(root)))
-            if not os.path.isdir(real):
-                raise UsageError(f"--media-root {root}: no such folder")
-            if real not in self.roots:
-                self.roots.append(real)
-        if not self.roots:
-            raise ValueError("MediaRoots needs at least one folder")
-
-    def _inside(self, real: str) -> bool:
-        for root in self.roots:
-            try:
-                if os.path.commonpath([real, root]) == root:
-                    return True
-            except ValueError:
-                continue
-        return False
-
-    def resolve(self, path: str) -> str:
-        """A relative path names a file in the roots (the first root that has
-        it, else the first root); an absolute path is kept."""
-        if os.path.isabs(path) or path.startswith("~"):
-            return path
-        for root in self.roots:
-            candidate = os.path.join(root, path)
-            if os.path.lexists(candidate):
-                return candidate
-        return os.path.join(self.roots[0], path)
-
-    def check(self, path: str) -> None:
-        """Raise CommandError unless ``path`` is inside a root (the Controller's
-        ``check_path``: called before any file is opened)."""
-        if not isinstance(path, str):
-            return
-        if ".." in path.replace("\\", "/").split("/"):
-            raise CommandError(f"outside media root: '..' is not allowed in paths ({path}); "
-                               "name the file inside the media root")
-        # the decoder opens the path as given; the sample cache keys on ~ expanded: check both
-        for candidate in {os.path.realpath(path), os.path.realpath(os.path.expanduser(path))}:
-            if not self._inside(candidate):
-                where = " or ".join(self.roots)
-                raise CommandError(f"outside media root: {path} is not under {where} "
-                                   "(symlinks are followed)")
 
 
 # -- TCP connections -------------------------------------------------------------------------------------
@@ -1394,19 +1233,6 @@ def _bind_failure(proto: str, host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"not allowed to listen on {proto} port {port}: ports below 1024 need root; choose --port"
     return f"cannot listen on {proto} {host}:{port}: {exc.strerror or exc}"
-
-
-def parse_allow(values: Iterable[str] | None) -> list:
-    """``--allow`` values -> networks; UsageError naming a bad one."""
-    nets = []
-    for value in values or ():
-        text = str(value).strip()
-        try:
-            nets.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise UsageError(f"--allow {value}: not an address or network; use e.g. 192.168.1.20 "
-                             "or 192.168.1.0/24 (repeat --allow for more)") from None
-    return nets
 
 
 # -- command line -------------------------------------------------------------------------------------------
