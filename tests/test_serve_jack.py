@@ -102,10 +102,10 @@ def summary_underruns(text: str) -> int:
     return int(re.search(r"summary: .*?: (\d+) underruns", text).group(1))
 
 
-def client_xruns(jack_server) -> int:
-    """XRuns jackd blames on PortAudio's client (a late callback), as opposed
-    to the dummy driver's own timer being late (other load on the machine)."""
-    return sum(1 for line in jack_server.log().splitlines() if "XRun" in line and "client = PortAudio" in line)
+def client_xruns(jack_server, client: str = "PortAudio") -> int:
+    """XRuns jackd blames on one client (PortAudio's: a late callback), as
+    opposed to the dummy driver's own timer being late (load on the machine)."""
+    return sum(1 for line in jack_server.log().splitlines() if "XRun" in line and f"client = {client} " in line)
 
 
 # -- audio flows ------------------------------------------------------------------------------
@@ -264,11 +264,19 @@ def test_no_output_device_says_so_and_suggests_the_null_backend(tmp_path):
 def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkeypatch):
     """In-process: the server's callback is compiled code that never takes the
     GIL, so pure-Python threads and a garbage-collector churn in the same
-    interpreter cannot make it late."""
+    interpreter cannot make it late.
+
+    A callback that needed the GIL would be late nearly every period here
+    (three threads holding it for 50 ms slices: hundreds of xruns in 4 s,
+    DESIGN.md measured 1,740 in 10 s). What a machine does to any JACK client
+    (a VM's stolen time, a kernel that cannot preempt) is measured beside it
+    by a witness client, jack_metro, and allowed for.
+    """
     from stemdeck import config
     from stemdeck.tools import serve as serve_mod
     from stemdeck.tools.workload import build_reference_workload
 
+    jack_server.spawn_client("jack_metro", "-n", "witness", "-b", "120", wait_for_port="witness:")
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
     settings = config.resolve({"buffer_size": "128", "backend": "portaudio"}, serve_mod.SETTINGS, environ={})
@@ -281,8 +289,6 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
         server.call_soon(lambda: (build_reference_workload(server.engine, stems=8, seconds=10), built.set()))
         assert built.wait(60)
         time.sleep(0.5)
-        before = server.stats()
-        xruns_before = client_xruns(jack_server)
 
         stop = threading.Event()
 
@@ -305,25 +311,24 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
         old_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.05)                 # hold the GIL 10x longer than usual
         threads = [threading.Thread(target=f, daemon=True) for f in (busy, busy, churn)]
+        before, ours_before, witness_before = server.stats(), client_xruns(jack_server), \
+            client_xruns(jack_server, "witness")
+        t0 = time.monotonic()
         for t in threads:
             t.start()
         time.sleep(4.0)
+        after, t1 = server.stats(), time.monotonic()
+        ours, witness = client_xruns(jack_server) - ours_before, client_xruns(jack_server, "witness") - witness_before
         stop.set()
         for t in threads:
             t.join()
         sys.setswitchinterval(old_interval)
-        after = server.stats()
     finally:
         server.request_stop()
         runner.join(10)
     assert server.exit_status == 0
     callbacks = after["callbacks"] - before["callbacks"]
-    assert callbacks == pytest.approx(4.0 * SR / 128, rel=0.15)   # the audio kept running
+    assert callbacks == pytest.approx((t1 - t0) * SR / 128, rel=0.1)   # the audio kept running
     assert after["voices"] == 8
-    # Our callback was never late, and jackd never waited for it. (A JACK
-    # xrun of the dummy driver's own timer, from other load on the machine,
-    # would be flagged too; jackd's log tells them apart.)
-    assert after["overruns"] - before["overruns"] == 0
-    assert client_xruns(jack_server) - xruns_before == 0, jack_server.log()
-    flagged = after["underflows"] - before["underflows"]
-    assert flagged == 0 or "JackTimedDriver::Process XRun" in jack_server.log(), jack_server.log()
+    assert after["overruns"] - before["overruns"] == 0                 # never past its period
+    assert ours <= max(2, witness + 1), f"{ours} xruns blamed on stemdeck, {witness} on the witness"

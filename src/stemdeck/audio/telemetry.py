@@ -139,11 +139,13 @@ class Telemetry:
 
     # -- readers (any thread) -----------------------------------------------------------------------
     def stats(self) -> dict:
-        """The latest figures (updated twice a second), plus live counters."""
+        """The latest figures (percentiles, load, CPU, the combined underrun
+        count: updated twice a second), with the engine's counters read now."""
         with self._lock:
             out = dict(self._snapshot)
         st = self.engine.stats()
         out.update(frame=st["frame"], voices=st["voices"], late_commands=st["late_commands"],
+                   callbacks=st["callbacks"], underflows=st["underflows"], overruns=st["overruns"],
                    dropped_commands=st["dropped_commands"], bpm=st["bpm"],
                    record_dropped_frames=st["record_dropped_frames"],
                    uptime_s=time.monotonic() - self.started)
