@@ -229,6 +229,21 @@ def test_bundles_run_at_once_when_the_audio_clock_is_stopped(media):
         ctl.close()
 
 
+def test_output_latency_moves_the_frame_earlier_by_that_much(media):
+    latency = 0.05                         # a timetag names when a frame is heard
+    with Rig(BLOCK, output_latency=lambda: latency) as r:
+        r.client.send("/load_buffer", 100, str(media / "a.wav"))
+        r.client.expect("/done")
+        time.sleep(0.5)
+        tt = ntp_in(0.3)
+        r.client.send_bundle(tt, [PLAY_A])
+        frame = r.server.clock.frame_for(tt)
+        x, x0 = recorded_around(r, frame)
+        assert onset(x) == x0
+        ideal = r.driver.frame_at_monotonic(mono_of_ntp(tt)) - latency * SR
+        assert abs(frame - ideal) <= BLOCK, (frame, ideal)
+
+
 def test_timetag_conversion_is_exact():
     ns = 1_700_000_000_123_456_789
     tt = wire.ntp_from_unix_ns(ns)

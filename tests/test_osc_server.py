@@ -543,6 +543,8 @@ def test_wildcard_host_warns_and_port_in_use_is_a_usage_error():
         srv = OscServer(ctl, engine, host="0.0.0.0", port=0).start()
     try:
         assert any("all interfaces" in line and "--allow" in line for line in cap.lines)
+        assert "(all interfaces)" in srv.describe()[0]
+        assert srv.describe()[1].endswith("anyone on the network (no --allow)")
         port = srv.address[1]
         other = OscServer(OscServer.build_controller(engine, block_size=256), engine,
                           host="0.0.0.0", port=port)

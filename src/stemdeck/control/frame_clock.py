@@ -36,11 +36,12 @@ class FrameClock:
     at most every ``min_interval`` seconds); :meth:`frame_for` converts.
     """
 
-    def __init__(self, engine, *, output_latency: float = 0.0, window: int = 256,
+    def __init__(self, engine, *, output_latency=0.0, window: int = 256,
                  min_interval: float = 0.002):
         self.engine = engine
         self.sr = int(engine.sample_rate)
-        self.output_latency_ns = int(round(float(output_latency) * 1e9))
+        # seconds, or a callable giving them (a device's latency can change on reconnect)
+        self._latency = output_latency if callable(output_latency) else (lambda v=output_latency: v)
         self._samples: deque = deque(maxlen=window)
         self._min_interval_ns = int(min_interval * 1e9)
         self._last_ns = 0
@@ -108,7 +109,7 @@ class FrameClock:
         wall_minus_mono = wall - (a + b) // 2
         frame_ref = self._last_frame
         ntp_raw = wire.ntp_from_unix_ns(int(t0 + frame_ref * ns_per_frame) + wall_minus_mono
-                                        + self.output_latency_ns)
+                                        + self.output_latency_ns())
         if self._published is None:
             self._published = (ntp_raw, frame_ref)
             return
@@ -119,6 +120,12 @@ class FrameClock:
             if not warming:
                 self.relocks += 1
             self._published = (ntp_raw, frame_ref)
+
+    def output_latency_ns(self) -> int:
+        try:
+            return int(round(float(self._latency() or 0.0) * 1e9))
+        except (TypeError, ValueError):
+            return 0
 
     def _ntp_of(self, frame: int) -> int:
         ntp_ref, frame_ref = self._published

@@ -229,14 +229,16 @@ class OscServer:
     is called from the control and reporter threads, never at once.
     Without it, rough figures come from the engine's counters.
     ``output_latency``: seconds from render to the listener's ear (the
-    stream's output latency), so a timetag means when it is heard.
+    stream's output latency), or a callable returning it (read again every
+    20 ms: a device's latency may change on reconnect), so a timetag means
+    when it is heard.
     ``on_quit``: called on the control thread after ``/quit`` was answered;
     :meth:`wait` returns True from then on and the server stops receiving.
     """
 
     def __init__(self, controller, engine, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  allow: Iterable[str] = (), media_roots: Iterable[str] = (), tcp: bool = False,
-                 stats: Callable[[], dict] | None = None, output_latency: float = 0.0,
+                 stats: Callable[[], dict] | None = None, output_latency=0.0,
                  max_packet: int = DEFAULT_MAX_PACKET, horizon: float = HORIZON_S,
                  on_quit: Callable[[], None] | None = None, loop=None,
                  drain_events: bool = True, logger: logging.Logger | None = None):
@@ -253,7 +255,6 @@ class OscServer:
         self.max_packet = int(max_packet)
         self.sample_rate = int(engine.sample_rate)
         self.horizon = float(horizon)
-        self.output_latency = float(output_latency)
         self.on_quit = on_quit
         self.log = logger or log
         self.ratelog = RateLimitedLog(self.log)
@@ -516,6 +517,22 @@ class OscServer:
                 raise UsageError(_bind_failure("TCP", self.host, port, exc)) from None
             tcp.setblocking(False)
             self._tcp_listener = tcp
+
+    def describe(self) -> list[str]:
+        """Start-up lines in the style of the other components' ``describe()``."""
+        host, port = self.address
+        lines = [f"{'osc':<15} UDP {_peer_text((host, port))}" + (" and TCP" if self.tcp else "")
+                 + ("" if not _is_wildcard(self.host) else " (all interfaces)")]
+        if self.allow:
+            senders = ", ".join(map(str, self.allow))
+        elif _is_wildcard(self.host):
+            senders = "anyone on the network (no --allow)"
+        else:
+            senders = f"anyone who can reach {host}"
+        lines.append(f"{'osc senders':<15} {senders}")
+        if self.media is not None:
+            lines.append(f"{'media root':<15} " + ", ".join(self.media.roots))
+        return lines
 
     def _log_startup(self):
         host, port = self.address
@@ -924,7 +941,8 @@ class OscServer:
         period_ns = block / self.sample_rate * 1e9 if block else 0.0
         info: dict = {"uptime_s": time.monotonic() - self._started_at,
                       "buffer_size": int(round(block)),
-                      "latency_ms": (self.output_latency + (block / self.sample_rate)) * 1000.0,
+                      "latency_ms": (self.clock.output_latency_ns() / 1e9
+                                     + block / self.sample_rate) * 1000.0,
                       "underruns": int(st.get("underflows", 0))}
         durations = getattr(self.engine, "callback_durations", None)
         if durations is not None and period_ns:
