@@ -144,3 +144,25 @@ def test_keylock_without_rubber_band_is_reported_and_harmless():
     out = render(e, SR // 2)[:, 0].astype(np.float64)
     assert (C.EV_KEYLOCK_UNAVAILABLE, 0.0, 0.0, 0.0) in e.events()
     assert peak_hz(out[4096:4096 + 16384]) == pytest.approx(484, abs=3)   # plays on, unlocked
+
+
+@pytest.mark.parametrize("ramp", [0.0, 0.05])
+def test_a_live_tempo_change_brings_the_keylocked_deck_back_in_phase(ramp):
+    # sent with no notice (as from a sensor): the keylocked deck had already
+    # rendered a lookahead at the old tempo; it slides back into phase with
+    # its plain twin within five lookaheads and stays there
+    e = keylock_engine({100: clicks(8.0, 0.25, 0), 1100: clicks(8.0, 0.25, 1)})
+    for bid in (100, 1100):
+        e.set_source_bpm(bid, 120.0)
+    e.set_keylock(0, True)
+    for bid in (100, 1100):
+        e.play(bid, loop=True, at=10000)
+    first = render(e, 2 * SR, 256)
+    e.set_tempo(132.0, ramp=ramp)                    # now, no lookahead of notice
+    out = np.concatenate([first, render(e, 4 * SR, 256)])
+    settled = 2 * SR + 5 * e.keylock_latency + 512
+    left, right = onsets(out[settled:, 0]), onsets(out[settled:, 1])
+    pairs = [(r, left[np.argmin(np.abs(left - r))]) for r in right]
+    assert len(pairs) >= 8
+    assert max(abs(l - r) for r, l in pairs) <= SR // 1000
+    assert e.stats()["keylock_starved_frames"] == 0

@@ -412,10 +412,6 @@ def test_keylock_without_rubber_band_fails_clearly(rig, caplog):
                for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a keylocked deck renders `lookahead` frames ahead "
-                   "but a tempo change reaches it on the timeline frame, so an instant change "
-                   "leaves it ~225 frames (5 ms) off its plain twin for good (kernel: OP_TEMPO has "
-                   "no lead for decks running ahead)")
 def test_keylocked_and_plain_decks_stay_in_phase_across_an_instant_tempo_change(rig):
     needs_keylock(rig.engine)
     rig.load(100, "l.wav", click_loop(120.0, 8, 0))

@@ -66,18 +66,79 @@ def drain_commands(st, block_start):
         if ring[row, C.F_OP] == C.OP_KEYLOCK:
             # voice commands drained after this one already see the deck ahead
             st[S_KL_I][int(ring[row, C.F_TARGET]), L.KI_PLANNED] = 1 if ring[row, C.F_A] != 0.0 else 0
-        seq = ring[row, C.F_SEQ]
-        j = count
-        while j > 0 and (pending[j - 1, C.F_FRAME] > frame or
-                         (pending[j - 1, C.F_FRAME] == frame and pending[j - 1, C.F_SEQ] > seq)):
-            for k in range(C.REC_WIDTH):
-                pending[j, k] = pending[j - 1, k]
-            j -= 1
-        for k in range(C.REC_WIDTH):
-            pending[j, k] = ring[row, k]
-        pending[j, C.F_FRAME] = frame
-        counters[L.CT_PENDING] = count + 1
+        _insert(pending, counters, ring[row], frame, -1)
+        if ring[row, C.F_OP] == C.OP_TEMPO and count + 1 < pending.shape[0]:
+            # the same change for the clock of decks running ahead, a lookahead early
+            # (due a lookahead before the timeline applies it, which is at once if late)
+            due = max(ring[row, C.F_FRAME], block_start) - st[S_PARAMS][L.P_LOOKAHEAD]
+            j = _insert(pending, counters, ring[row], max(due, block_start), C.OP_TEMPO_AHEAD)
+            pending[j, C.F_C] = due
     store_release(index, L.IX_READ, r)
+
+
+@njit(**JIT)
+def _insert(pending, counters, rec, frame, op):
+    """Insert ``rec`` at ``frame`` (keeping (frame, seq) order); ``op`` >= 0
+    replaces its op code. Returns its row."""
+    count = counters[L.CT_PENDING]
+    seq = rec[C.F_SEQ]
+    j = count
+    while j > 0 and (pending[j - 1, C.F_FRAME] > frame or
+                     (pending[j - 1, C.F_FRAME] == frame and pending[j - 1, C.F_SEQ] > seq)):
+        for k in range(C.REC_WIDTH):
+            pending[j, k] = pending[j - 1, k]
+        j -= 1
+    for k in range(C.REC_WIDTH):
+        pending[j, k] = rec[k]
+    pending[j, C.F_FRAME] = frame
+    if op >= 0:
+        pending[j, C.F_OP] = op
+    counters[L.CT_PENDING] = count + 1
+    return j
+
+
+NUDGE_LOOKAHEADS = 4.0   # catch up over four lookaheads: a 10 % tempo step nudges by 2.5 %
+
+
+@njit(**JIT)
+def _tempo_ahead(st, bpm, ramp, late):
+    """The tempo change for decks running ahead, ``late`` frames after it was
+    due there (a change sent with less notice than the lookahead). Their
+    voices already rendered those frames at the old tempo: join the ramp
+    where it stands now, and nudge each voice by the distance it missed,
+    spread over a few lookaheads with key lock holding the pitch, so the deck
+    slides back into phase instead of jumping."""
+    clock = st[S_CLOCK]
+    old = clock[L.CK_A_BPM]
+    change = bpm - old
+    clock[L.CK_A_TGT] = bpm
+    late = max(late, 0.0)
+    if ramp <= 0.0 or late >= ramp:
+        clock[L.CK_A_BPM] = bpm
+        clock[L.CK_A_STEP] = 0.0
+        clock[L.CK_A_REM] = 0.0
+        # bpm-frames missed: the whole ramp's half, then the full change
+        missed = change * (late - ramp / 2.0) if ramp > 0.0 else change * late
+    else:
+        step = change / ramp
+        clock[L.CK_A_STEP] = step
+        clock[L.CK_A_BPM] = old + step * late
+        clock[L.CK_A_REM] = ramp - late
+        missed = step * late * late / 2.0
+    if missed == 0.0:
+        return
+    vi = st[S_VI]
+    vf = st[S_VF]
+    kl = st[S_KL_I]
+    bpm_table = st[S_BUFFER_BPM]
+    span = st[S_PARAMS][L.P_LOOKAHEAD] * NUDGE_LOOKAHEADS
+    for v in range(vi.shape[0]):
+        if vi[v, L.VI_STATE] == L.V_FREE or kl[vi[v, L.VI_DECK], L.KI_MODE] != L.KL_AHEAD:
+            continue
+        src = bpm_table[vi[v, L.VI_BUF]]
+        if src > 0.0:
+            vf[v, L.VF_NUDGE_LEFT] += vf[v, L.VF_RATE] * missed / src
+            vf[v, L.VF_NUDGE_RATE] = abs(vf[v, L.VF_NUDGE_LEFT]) / span
 
 
 @njit(**JIT)
@@ -179,6 +240,8 @@ def apply_command(st, rec, frame):
         else:
             clock[L.CK_BPM_STEP] = (a - clock[L.CK_BPM]) / b
             clock[L.CK_BPM_REM] = b
+    elif op == C.OP_TEMPO_AHEAD:
+        _tempo_ahead(st, a, b, frame - rec[C.F_C])
     elif op == C.OP_STOP_ALL:
         for v in range(nv):
             fade_out(st, v)

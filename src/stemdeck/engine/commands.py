@@ -37,7 +37,8 @@ OP_STOP_ALL = 12     # - / -
 OP_VOICE_BPM = 13    # buffer_id / a=source bpm (0: the stem ignores the master tempo)
 OP_DECK_STOP = 14    # deck / -  (stops every voice on the deck)
 OP_KEYLOCK = 15      # deck / a=1 on, 0 off
-OP_COUNT = 16
+OP_TEMPO_AHEAD = 16  # (made by the engine from OP_TEMPO) as OP_TEMPO, c=the frame it was due
+OP_COUNT = 17
 
 # PLAY flags
 PLAY_LOOP = 1

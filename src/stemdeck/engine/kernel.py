@@ -63,14 +63,21 @@ def _render_segment(st, out, off, n, frame0):
     master_bus(st, out, off, n)
     # the beat clock integrates the tempo over the segment
     clock[L.CK_BEATS] += (n * bpm0 + bpm_step * n * (n - 1) / 2.0) / 60.0 / sr
-    if bpm_step != 0.0:
-        clock[L.CK_BPM_REM] -= n
-        if clock[L.CK_BPM_REM] <= 0.0:
-            clock[L.CK_BPM] = clock[L.CK_BPM_TGT]
-            clock[L.CK_BPM_REM] = 0.0
-            clock[L.CK_BPM_STEP] = 0.0
+    _advance(clock, L.CK_BPM, L.CK_BPM_TGT, L.CK_BPM_STEP, L.CK_BPM_REM, n)
+    _advance(clock, L.CK_A_BPM, L.CK_A_TGT, L.CK_A_STEP, L.CK_A_REM, n)
+
+
+@njit(**JIT)
+def _advance(clock, bpm, tgt, step, rem, n):
+    """Move a tempo ramp on by n frames."""
+    if clock[rem] > 0.0:
+        if clock[rem] <= n:
+            clock[bpm] = clock[tgt]
+            clock[rem] = 0.0
+            clock[step] = 0.0
         else:
-            clock[L.CK_BPM] = bpm0 + bpm_step * n
+            clock[bpm] += clock[step] * n
+            clock[rem] -= n
 
 
 @njit(**JIT)

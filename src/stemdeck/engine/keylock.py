@@ -40,9 +40,13 @@ DEFAULT_ENGINE = "finer"
 # benchmarks/keylock_latency.py: after the preferred start pad is fed and the
 # start delay trimmed, output for a frame is available once about 1,930
 # (faster, short window) or 2,730 (finer, short window) frames beyond it have
-# been fed, at any block size from 64 to 1024 and pitch scales 0.9 to 1.1.
+# been fed, at any block size from 64 to 1024, at pitch scale 0.9; less at
+# higher scales. The stretcher's delay grows as the scale falls (tempo up),
+# and the engine trims the growth, so the lookahead also covers scales down
+# to 0.8 (tempo +25 %, or +10 % while catching up after a sudden change):
+# below that the deck's output would run dry (counted as starved frames).
 # The default window needs about 3,800 (faster): too much latency for live use.
-LOOKAHEAD_44K = {"faster": 2048, "finer": 2816}
+LOOKAHEAD_44K = {"faster": 2304, "finer": 3072}
 MAX_PROCESS = 8192
 
 

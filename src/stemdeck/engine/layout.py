@@ -35,7 +35,7 @@ BF_SLOT, BF_DECK, BF_PLANNED_DECK = range(3)
 
 # voice float columns
 (VF_POS, VF_RATE, VF_GAIN, VF_GAIN_TGT, VF_GAIN_STEP, VF_GAIN_REM, VF_ENV, VF_ENV_STEP,
- VF_LO, VF_HI, VF_START_FRAME, NVF) = range(12)
+ VF_LO, VF_HI, VF_START_FRAME, VF_NUDGE_LEFT, VF_NUDGE_RATE, NVF) = range(14)
 # voice int columns
 VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, VI_WRAPPED, NVI = range(7)
 V_FREE, V_PLAYING, V_STOPPING = 0, 1, 2
@@ -52,7 +52,10 @@ RP_CUR, RP_TGT, RP_STEP, RP_REM = range(4)
 P_LIMITER_ON, P_SPIN_US, P_DECLICK, P_DEFAULT_RAMP, P_RECORD, P_EQ_ON, P_LOOKAHEAD, NPARAMS = range(8)
 
 # clock: bpm now, target, step per frame, frames of ramp left, beats elapsed, base bpm
-CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM, NCLOCK = range(7)
+CK_BPM, CK_BPM_TGT, CK_BPM_STEP, CK_BPM_REM, CK_BEATS, CK_BASE_BPM = range(6)
+# the "ahead" clock: the tempo a lookahead ahead of the timeline, which decks
+# running ahead for key lock play at (its commands arrive a lookahead early)
+CK_A_BPM, CK_A_TGT, CK_A_STEP, CK_A_REM, NCLOCK = range(6, 11)
 
 # counters (int64). The producer writes only CT_DROPPED; everything else is the kernel's.
 (CT_FRAME, CT_BLOCKS, CT_VOICES, CT_APPLIED, CT_LATE, CT_DROPPED, CT_PENDING_FULL,
@@ -159,6 +162,7 @@ class State:
         s.params[P_DECLICK] = round(0.005 * sample_rate)       # 5 ms start/stop/seam fades
         s.params[P_DEFAULT_RAMP] = round(0.005 * sample_rate)  # 5 ms knob ramps: no zipper noise
         s.clock[CK_BPM] = s.clock[CK_BPM_TGT] = s.clock[CK_BASE_BPM] = base_bpm
+        s.clock[CK_A_BPM] = s.clock[CK_A_TGT] = base_bpm
         for r in range(NRAMPS):
             s.ramps[r, RP_CUR] = s.ramps[r, RP_TGT] = 1.0
         s.limiter[LM_GAIN] = 1.0

@@ -294,8 +294,13 @@ def render_voices(st, off, n, frame0, active, deck_filter, dest):
     kl_f = st[S_KL_F]
     declick = st[S_PARAMS][L.P_DECLICK]
     lookahead = st[S_PARAMS][L.P_LOOKAHEAD]
-    ramp_left = clock[L.CK_BPM_REM]
-    bpm_step = clock[L.CK_BPM_STEP] if ramp_left > 0.0 else 0.0
+    bpm_step = clock[L.CK_BPM_STEP] if clock[L.CK_BPM_REM] > 0.0 else 0.0
+    # the clock a lookahead ahead; its ramp may end inside this segment
+    # (segments split only at the timeline's ramp ends): glide to its target
+    ahead_step = 0.0
+    if clock[L.CK_A_REM] > 0.0:
+        ahead_step = clock[L.CK_A_STEP] if clock[L.CK_A_REM] >= n else \
+            (clock[L.CK_A_TGT] - clock[L.CK_A_BPM]) / n
     count = 0
     first = np.int64(0)
     for v in range(vi.shape[0]):
@@ -310,18 +315,22 @@ def render_voices(st, off, n, frame0, active, deck_filter, dest):
         ahead = lookahead if kl_i[deck, L.KI_MODE] == L.KL_AHEAD else 0.0
         bpm = clock[L.CK_BPM]
         step = bpm_step
-        if ahead > 0.0 and bpm_step != 0.0:
-            if ahead >= ramp_left:
-                bpm = clock[L.CK_BPM_TGT]
-                step = 0.0
-            else:
-                bpm += bpm_step * ahead
+        if ahead > 0.0:
+            bpm = clock[L.CK_A_BPM]
+            step = ahead_step
         rate = vf[v, L.VF_RATE]
         rate_step = 0.0
         src_bpm = bpm_table[bid]
         if src_bpm > 0.0:
             rate_step = rate * step / src_bpm
             rate = rate * bpm / src_bpm
+        left = vf[v, L.VF_NUDGE_LEFT]
+        if left != 0.0:
+            # catching up after a tempo change that came with short notice
+            d = min(abs(left), vf[v, L.VF_NUDGE_RATE] * n)
+            d = d if left > 0.0 else -d
+            vf[v, L.VF_NUDGE_LEFT] = left - d
+            rate += d / n
         if not (first >> deck) & 1:
             kl_f[deck, L.KF_RATE] = rate           # the deck's rate, for key lock's pitch
             first |= np.int64(1) << deck
