@@ -270,6 +270,7 @@ def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
         "voices": int(st1["voices"]),
         "late_commands": int(st1["late_commands"] - st0["late_commands"]),
         "dropped_commands": int(st1["dropped_commands"] - st0["dropped_commands"]),
+        "major_faults_in_callbacks": int(st1.get("major_faults_in_callbacks", 0) - st0.get("major_faults_in_callbacks", 0)),
         "p50_us": float(q[0]), "p90_us": float(q[1]), "p99_us": float(q[2]), "p999_us": float(q[3]),
         "max_us": float(d.max() / 1000.0) if len(d) else 0.0,
         "process_cpu_percent": cpu,
@@ -294,7 +295,7 @@ def report(r: dict) -> None:
         for label, key in (("median", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"),
                            ("max", "max_us"))))
     print(f"   process CPU {r['process_cpu_percent']:.0f} % of one core; late commands {r['late_commands']}, "
-          f"dropped {r['dropped_commands']}")
+          f"dropped {r['dropped_commands']}; major page faults inside callbacks {r['major_faults_in_callbacks']}")
     if "messages_sent" in r:
         print(f"   stress: {r['messages_sent']} OSC messages sent ({r['message_rate']:.0f}/s; "
               f"server: {r['osc']}), {r['big_wav_loads']} loads of the 140 MB WAV "

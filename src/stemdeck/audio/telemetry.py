@@ -74,6 +74,19 @@ def underrun_advice(count: int, seconds: float, block_size: int, p99_load: float
     return text
 
 
+def _extras(st: dict) -> str:
+    """Counters worth a mention only when they are not zero."""
+    parts = []
+    if st.get("major_faults_in_callbacks"):
+        parts.append(f"{st['major_faults_in_callbacks']} major page faults inside callbacks (samples read from "
+                     "disk by the audio thread)")
+    if st.get("keylock_starved_frames"):
+        parts.append(f"key lock fell behind for {st['keylock_starved_frames']} frames")
+    if st.get("record_dropped_frames"):
+        parts.append(f"recording lost {st['record_dropped_frames']} frames")
+    return "".join(f"; {p}" for p in parts)
+
+
 class Telemetry:
     """Reads the engine's telemetry and reports it.
 
@@ -146,6 +159,8 @@ class Telemetry:
         st = self.engine.stats()
         out.update(frame=st["frame"], voices=st["voices"], late_commands=st["late_commands"],
                    callbacks=st["callbacks"], underflows=st["underflows"], overruns=st["overruns"],
+                   major_faults_in_callbacks=st.get("major_faults_in_callbacks", 0),
+                   keylock_starved_frames=st.get("keylock_starved_frames", 0),
                    dropped_commands=st["dropped_commands"], bpm=st["bpm"],
                    record_dropped_frames=st["record_dropped_frames"],
                    uptime_s=time.monotonic() - self.started)
@@ -171,7 +186,7 @@ class Telemetry:
                 f"({st['dsp_load_p50']:.1f} %), p99 {st['callback_p99_ms']:.3f} ms ({st['dsp_load_p99']:.1f} %), "
                 f"max {st['callback_max_ms']:.3f} ms ({st['dsp_load_max']:.1f} %) of a "
                 f"{st['period_ms']:.2f} ms period; CPU {st['cpu_percent']:.0f} %; {st['voices']} voices; "
-                f"late commands {st['late_commands']}, dropped {st['dropped_commands']}")
+                f"late commands {st['late_commands']}, dropped {st['dropped_commands']}" + _extras(st))
 
     # -- sampling (reporter thread, or a caller that wants fresh numbers) ------------------------------
     def _cpu_seconds(self) -> float:
@@ -296,4 +311,4 @@ class Telemetry:
                 f"p99 {iv['callback_p99_ms']:.3f} ms ({iv['dsp_load_p99']:.1f} %), "
                 f"max {iv['callback_max_ms']:.3f} ms ({iv['dsp_load_max']:.1f} %) of {st['period_ms']:.2f} ms; "
                 f"CPU {iv['cpu_percent']:.0f} %; {st['voices']} voices; late commands {st['late_commands']}, "
-                f"dropped {st['dropped_commands']}")
+                f"dropped {st['dropped_commands']}" + _extras(st))
