@@ -144,3 +144,16 @@ def test_serve_null_records_at_real_time_and_stops_cleanly(tmp_path):
     # recording runs from before 'ready' to the end of the fade-out
     assert (t1 - t0) * SR * 0.95 < frames < (t1 - t0 + 1.0) * SR, text
     assert re.search(r"summary: .* 0 underruns", text), text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reconnect", "-1"], "--reconnect '-1': give 0 to 86400 seconds"),
+    (["--record", "out.mp3"], "name the file .wav (32-bit float) or .flac (24-bit)"),
+    (["--score", "no/such.score"], "no such score file"),
+])
+def test_bad_serve_flags_exit_2_with_the_fix(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", *args],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "ready" not in result.stdout
