@@ -121,6 +121,7 @@ class Client:
         self.address = address
         self.osc = SimpleUDPClient(address[0], address[1])
         self.sock = self.osc._sock
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         self.sock.bind(("127.0.0.1", 0))
         self.inbox: list = []
 

@@ -26,6 +26,7 @@ from osctools import (SR, Client, Rig, amplitude, dc, message_bytes, ntp_in, ons
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 from stemdeck.control.handlers import ThreadedLoader, decode
+from stemdeck.control import server as osc_server
 from stemdeck.control.server import OscServer, add_arguments, parse_allow, server_options
 from stemdeck.engine import Engine
 from stemdeck.errors import UsageError
@@ -669,3 +670,36 @@ LIVE_TESTED = {
 def test_every_message_of_the_table_is_tested_live():
     assert set(spec.BY_ADDRESS) - LIVE_TESTED == set(), "add a live test for these messages"
     assert LIVE_TESTED - set(spec.BY_ADDRESS) == set()
+
+
+def test_a_full_engine_queue_drops_and_counts_never_blocks():
+    """The engine is not rendering, so its command ring fills: the excess is
+    refused with /fail "server busy" and counted; the server stays responsive."""
+    engine = Engine(SR)
+    ctl = OscServer.build_controller(engine, block_size=256)
+    srv = OscServer(ctl, engine, host="127.0.0.1", port=0).start()
+    c = Client(srv.address)
+    try:
+        capacity = engine.state.ring.shape[0]
+        sent = capacity + 300
+        data = message_bytes("/deck_eq", ["A", "low", 40.0])
+        replies = []
+        for i in range(sent):
+            c.send_raw(data)
+            if i % 200 == 199:
+                replies += c.drain(0.01)             # stay inside the sockets' receive buffers
+        assert c.status()["sample_rate"] == SR       # still answering at once
+        replies += c.drain(0.1)
+        counters = srv.counters()
+        tally = counters["by_address"]["/deck_eq"]
+        assert counters["socket_drops"] == 0
+        assert tally[0] + tally[1] == sent
+        assert tally[1] == counters["busy_dropped"] > 0
+        assert capacity - tally[0] <= osc_server.RING_RESERVE
+        busy = [m for m in replies if m[0] == "/fail"]
+        assert len(busy) == tally[1] and "server busy" in busy[0][1][1]
+        assert counters["engine_dropped"] == 0       # the ring itself never overflowed
+    finally:
+        c.close()
+        srv.stop()
+        ctl.close()

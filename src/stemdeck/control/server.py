@@ -104,6 +104,9 @@ TCP_OUT_LIMIT = 1 << 20          # bytes of replies queued per TCP client
 RECV_BUFFER = 1 << 21            # requested SO_RCVBUF
 BATCH = 256                      # packets read per wake before timers get a turn
 LOAD_ADDRESSES = frozenset({"/load_buffer", "/play", "/cue"})
+#: Messages that post nothing to the engine: answered even when its queue is full.
+NO_ENGINE_COMMANDS = frozenset({"/status", "/get_status", "/status.json", "/sync", "/version",
+                                "/notify", "/quit", "/set_meter", "/print_clock", "/quantize"})
 
 
 # -- counters ---------------------------------------------------------------------------------
@@ -810,7 +813,7 @@ class OscServer:
         c = self.c
         c.messages += 1
         address = msg.address
-        if self._ring_free() < RING_RESERVE:
+        if address not in NO_ENGINE_COMMANDS and self._ring_free() < RING_RESERVE:
             c.busy_dropped += 1
             self._count(address, False)
             self._fail(sender, address, "server busy: the engine's command queue is full; message "
