@@ -192,8 +192,8 @@ def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
     server = serve.Server(settings, out=lambda line: None, rescan=True)
     runner = threading.Thread(target=server.run, kwargs={"handle_signals": False}, daemon=True)
     runner.start()
-    if not server.ready.wait(300):
-        raise RuntimeError("the server did not start")
+    if not server.wait_ready(300):
+        raise RuntimeError(f"the server did not start: {server.error!r}")
     osc = None
     try:
         built = threading.Event()

@@ -284,7 +284,7 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
     runner = threading.Thread(target=server.run, kwargs={"handle_signals": False}, daemon=True)
     runner.start()
     try:
-        assert server.ready.wait(120), "server did not start"
+        assert server.wait_ready(120), f"server did not start: {server.error!r}"
         built = threading.Event()
         server.call_soon(lambda: (build_reference_workload(server.engine, stems=8, seconds=10), built.set()))
         assert built.wait(60)

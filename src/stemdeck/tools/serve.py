@@ -138,7 +138,7 @@ class Server:
         settings = config.resolve({"backend": "null", "buffer_size": "256"}, serve.SETTINGS)
         server = Server(settings)
         threading.Thread(target=server.run, kwargs={"handle_signals": False}).start()
-        server.ready.wait()
+        assert server.wait_ready(60), server.error
         server.call_soon(server.controller.handle, "/play_stem", [100])
         print(server.stats())
         server.request_stop()
@@ -169,6 +169,7 @@ class Server:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.exit_status = 0
+        self.error: BaseException | None = None
         self.score_start_frame: int | None = None
         self.started = time.monotonic()
         self._stop_event: asyncio.Event | None = None
@@ -256,13 +257,26 @@ class Server:
             self.controller.close()
 
     def run(self, *, handle_signals: bool = True) -> int:
-        """Build (unless built), run until stopped, return the exit status."""
+        """Build (unless built), run until stopped, return the exit status.
+        An exception (DeviceError, ...) is kept in :attr:`error` and re-raised."""
         try:
             if self.engine is None:
                 self.build()
             return asyncio.run(self._main(handle_signals))
+        except BaseException as exc:
+            self.error = exc
+            raise
         finally:
             self.stopped.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """From another thread: wait until ``ready`` (True), or until the
+        server ended or the time ran out (False; see :attr:`error`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.ready.wait(0.05):
+            if self.stopped.is_set() or (deadline is not None and time.monotonic() > deadline):
+                return self.ready.is_set()
+        return True
 
     async def _main(self, handle_signals: bool) -> int:
         from stemdeck.audio.telemetry import Telemetry
@@ -305,7 +319,10 @@ class Server:
                 tasks.append(asyncio.ensure_future(self._play_score(self._score_lines)))
             late_ms = self.test_late_ms
             if late_ms is None and os.environ.get(TEST_LATE_ENV):
-                late_ms = float(os.environ[TEST_LATE_ENV])
+                try:
+                    late_ms = float(os.environ[TEST_LATE_ENV])
+                except ValueError:
+                    log.warning("ignoring %s=%r: give milliseconds", TEST_LATE_ENV, os.environ[TEST_LATE_ENV])
             if late_ms:
                 tasks.append(asyncio.ensure_future(self._late_callback(late_ms)))
             if self._pending_stop is not None:
