@@ -34,7 +34,8 @@ def callbacks(engine, n, block=256, flags=0):
 
 
 def test_advice_reads_like_the_issue_asks():
-    assert underrun_advice(12, 30.0, 256, None) == "12 underruns in 30 s at 256 frames; try --buffer-size 512 or stemdeck tune"
+    assert underrun_advice(12, 30.0, 256, None) == \
+        "12 underruns in 30 s at 256 frames; try --buffer-size 512 or stemdeck tune"
     assert underrun_advice(1, 4.2, 100, None).startswith("1 underrun in 4 s at 100 frames; try --buffer-size 128")
     assert "already at its largest" in underrun_advice(3, 30, 8192, None)
 

@@ -288,8 +288,8 @@ def kernel_hint() -> str | None:
     """Advice when the kernel lets a real-time thread wait behind kernel work."""
     model = kernel_preemption()
     if model in ("none", "voluntary"):
-        return (f"this kernel {'preempts kernel code only voluntarily' if model == 'voluntary' else 'does not preempt kernel code'} "
-                f"(preempt={model}), so the audio thread can wait milliseconds behind other programs' "
+        what = "preempts kernel code only voluntarily" if model == "voluntary" else "does not preempt kernel code"
+        return (f"this kernel {what} (preempt={model}), so the audio thread can wait milliseconds behind other programs' "
                 "system calls: boot with preempt=full (PREEMPT_DYNAMIC kernels) or use a low-latency or "
                 "PREEMPT_RT kernel")
     return None
