@@ -16,8 +16,8 @@ a 2 s warm-up), per Rubber Band engine:
 
 - ``plain``: the workload without key lock;
 - ``keylock``: the same with key lock on every deck;
-- ``rubberband``: four stretchers alone, fed ``--block`` frames of noise per
-  deck the way the kernel feeds them (process, then retrieve what is
+- ``rubberband``: four stretchers alone, each fed ``--block`` frames of its
+  deck's material (the sum of the deck's four reference stems) the way the kernel feeds them (process, then retrieve what is
   available), called from Python through ctypes; the ctypes overhead of the
   calls is measured separately and subtracted;
 - ``deck path``: keylock - plain - rubberband (means): what stemdeck's
@@ -28,7 +28,9 @@ Live (unless ``--no-jack``): a JACK dummy server (``jackd -d dummy -p BLOCK``,
 tests/jackserver.py) and the engine's compiled callback on it through
 PortAudio's JACK host API (:mod:`stemdeck.audio.portaudio`), key lock on
 all four decks, for ``--seconds``: underflow flags, callbacks past their
-period, jackd's XRun lines, starved key-lock frames, and the callback time.
+period, jackd's XRun lines (split: stemdeck's client, a ``jack_metro``
+witness client that shows what the machine does to any JACK client, the
+dummy driver's timer), starved key-lock frames, and the callback time.
 
 A benchmark, not a test: the numbers depend on the machine and its load.
 """
@@ -89,9 +91,16 @@ def time_rubberband(engine_name: str, block: int, seconds: float) -> tuple[np.nd
     rb = RubberBand.load()
     lib = rb.lib
     handles = [rb.new(SR, engine_name) for _ in range(4)]
-    rng = np.random.default_rng(0)
+    from stemdeck.tools.workload import reference_sources
+
+    # each deck's own material: the sum of its four reference stems (Rubber
+    # Band's cost depends on the signal), looped to length
     n = int((seconds + 3.0) * SR) + block
-    x = (0.1 * rng.standard_normal((2, n))).astype(np.float32)
+    sources = reference_sources(16, 30.0, SR)
+    decks = []
+    for d in range(4):
+        mix = sum(sources[k] for k in range(d, 16, 4)).T
+        decks.append(np.ascontiguousarray(np.tile(mix, (1, n // mix.shape[1] + 1))[:, :n]))
     out = np.zeros((2, 16384), np.float32)
     inp = (ctypes.c_void_p * 2)()
     outp = (ctypes.c_void_p * 2)(out[0].ctypes.data, out[1].ctypes.data)
@@ -106,11 +115,14 @@ def time_rubberband(engine_name: str, block: int, seconds: float) -> tuple[np.nd
     times, calls = [], []
     fed = 0
     warm = int(2.0 * SR / block)
+    ptrs = [[(x[0, i:].ctypes.data, x[1, i:].ctypes.data) for i in range(0, n - block, block)]
+            for x in decks]
+    b = 0
     while fed + block < n:
-        inp[0], inp[1] = x[0, fed:].ctypes.data, x[1, fed:].ctypes.data
         k = 0
         t0 = clock()
-        for h in handles:
+        for d, h in enumerate(handles):
+            inp[0], inp[1] = ptrs[d][b]
             process(h, inp, block, 0)
             avail = available(h)
             k += 2
@@ -121,6 +133,7 @@ def time_rubberband(engine_name: str, block: int, seconds: float) -> tuple[np.nd
         times.append(clock() - t0)
         calls.append(k)
         fed += block
+        b += 1
     # the same number of calls that do (almost) nothing in C: what ctypes itself costs
     t0 = clock()
     reps = 20000
@@ -165,12 +178,29 @@ def offline(engine_name: str, block: int, seconds: float) -> dict:
             "latency_frames": kl_e.keylock_latency, "latency_ms": 1000 * kl_e.keylock_latency / SR}
 
 
+def jack_xruns(server) -> tuple[int, int, int]:
+    """XRun lines in jackd's log: (blamed on stemdeck's PortAudio client, on the
+    witness jack_metro, the dummy driver's own)."""
+    ours = witness = driver = 0
+    for line in server.log().splitlines():
+        if "XRun" in line:
+            if "client = PortAudio" in line:
+                ours += 1
+            elif "client = witness" in line:
+                witness += 1
+            else:
+                driver += 1
+    return ours, witness, driver
+
+
 def live(engine_name: str, block: int, seconds: float) -> dict:
     from jackserver import JackServer
 
     with JackServer(rate=SR, period=block) as jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack.name
         os.environ["JACK_NO_START_SERVER"] = "1"
+        # a second, trivial C client: what the machine itself does to any JACK client
+        jack.spawn_client("jack_metro", "-n", "witness", "-b", "120", wait_for_port="witness:")
         from stemdeck.audio.portaudio import JACK_HOSTAPI, PortAudioOutput
         from stemdeck.engine import layout as L
 
@@ -186,7 +216,7 @@ def live(engine_name: str, block: int, seconds: float) -> dict:
         out.start()
         try:
             time.sleep(2.0)                            # settle: stretchers primed, JACK running
-            st0, x0 = e.stats(), jack.xruns()
+            st0, x0 = e.stats(), jack_xruns(jack)
             idx0 = int(e.state.counters[L.CT_DUR_INDEX])
             chunks = []
             end = time.monotonic() + seconds
@@ -197,7 +227,7 @@ def live(engine_name: str, block: int, seconds: float) -> dict:
                 ring = e.state.durations
                 chunks.append(ring[np.arange(idx, now) & (len(ring) - 1)].astype(np.float64))
                 idx = now
-            st1, x1 = e.stats(), jack.xruns()
+            st1, x1 = e.stats(), jack_xruns(jack)
         finally:
             out.close()
         d = np.concatenate(chunks) / 1000.0 if chunks else np.zeros(1)
@@ -207,7 +237,8 @@ def live(engine_name: str, block: int, seconds: float) -> dict:
                 "callbacks": st1["callbacks"] - st0["callbacks"],
                 "underflow_flags": st1["underflows"] - st0["underflows"],
                 "late_callbacks": st1["overruns"] - st0["overruns"],
-                "jack_xruns": x1 - x0,
+                "jack_xruns_stemdeck": x1[0] - x0[0], "jack_xruns_witness": x1[1] - x0[1],
+                "jack_xruns_driver": x1[2] - x0[2],
                 "starved_frames": st1["keylock_starved_frames"] - st0["keylock_starved_frames"],
                 "keylock_decks": st1["keylock_decks"],
                 "median_us": float(np.median(d)), "p99_us": float(np.percentile(d, 99)),
@@ -239,7 +270,9 @@ def show_live(r: dict) -> None:
     print(f"\n== live, JACK dummy server, Rubber Band {r['engine']}, {r['block']} frames, "
           f"{r['seconds']:g} s, key lock on decks {r['keylock_decks']}")
     print(f"  underruns: {r['underflow_flags']} underflow flags, {r['late_callbacks']} callbacks past "
-          f"their period, {r['jack_xruns']} jackd XRun lines; starved key-lock frames {r['starved_frames']}")
+          f"their period; jackd XRuns: {r['jack_xruns_stemdeck']} blamed on stemdeck, "
+          f"{r['jack_xruns_witness']} on the witness (jack_metro), {r['jack_xruns_driver']} of the dummy "
+          f"driver; starved key-lock frames {r['starved_frames']}")
     print(f"  callback: median {r['median_us']:.0f} µs ({pct(r['median_us']):.1f} %), p99 {r['p99_us']:.0f} µs "
           f"({pct(r['p99_us']):.1f} %), max {r['max_us']:.0f} µs ({pct(r['max_us']):.1f} %) "
           f"over {r['callbacks']} callbacks")
