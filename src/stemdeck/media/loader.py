@@ -167,6 +167,8 @@ class MediaLoader:
                 q.put((99, next(self._seq), None))
         if self.readahead is not None:
             self.readahead.stop()
+        for t in self._threads:
+            t.join(timeout=2.0)      # a decode in progress finishes first (its result is dropped)
 
     # -- hooks the Controller calls ------------------------------------------------------------------
     @staticmethod
@@ -239,6 +241,7 @@ class MediaLoader:
             if req is None:
                 return
             self._open(req)
+            del req                  # waiting for the next one must not keep this sample alive
 
     def _decode_loop(self) -> None:
         if self.decoder_nice > 0:
@@ -251,6 +254,7 @@ class MediaLoader:
             if work is None:
                 return
             self._decode(work)
+            del work
 
     # -- the open lane ---------------------------------------------------------------------------------
     def _open(self, req: _Request) -> None:
@@ -314,7 +318,9 @@ class MediaLoader:
         if self.prefault_seconds > 0:
             from stemdeck.media.readahead import populate
 
-            populate(data, 0, int(self.prefault_seconds * work.rate))
+            n = int(self.prefault_seconds * work.rate)
+            populate(data, 0, n)
+            populate(data, frames - min(frames, max(n // 4, 1024)), frames)   # a loop's seam reads the end
         if layout.declared_frames > frames:
             log.warning("%s is shorter than its header says: %s of %s present (a truncated copy?); "
                         "playing what is there", work.path, _clock(frames / work.rate),

@@ -238,8 +238,10 @@ class ReadAhead:
             if vi[v, L.VI_LOOP]:
                 lo = max(0, int(vf[v, L.VF_LO]))
                 hi = min(frames, int(vf[v, L.VF_HI]))
-                if end > hi > lo:          # the loop wraps inside the window
-                    populate(samples, lo, min(hi, lo + (end - hi) + 4))
+                if hi > lo:
+                    # the interpolator reads across the seam both ways
+                    populate(samples, hi - 4, hi)
+                    populate(samples, lo, lo + 4 + max(0, end - hi))
         self.voices_followed = followed
 
     def _span(self, rate: float) -> int:
