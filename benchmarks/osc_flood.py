@@ -17,11 +17,13 @@ Phases and what is reported:
 2. flood: ``--rate`` messages/s for ``--seconds`` (``/deck_eq`` and
    ``/deck_filter``, one engine command each, values near the workload's),
    while ``/status`` round trips are measured every 20 ms. Reported:
-   underruns (PortAudio underflow flags, late callbacks, jackd's XRun
-   lines), server RSS before / max during / after, and the message
-   accounting: sent = received by the server + dropped by the kernel's
-   receive buffer; received = accepted + refused (busy); accepted = engine
-   commands applied;
+   underruns (PortAudio underflow flags, late callbacks, and jackd's XRun
+   lines split into those blamed on stemdeck and on a witness client,
+   ``jack_metro``, which shows what the machine does to any JACK client),
+   server RSS before / max during / after, and the message accounting:
+   sent = received by the server + dropped by the kernel's receive buffer;
+   received = accepted + refused (busy); accepted = engine commands applied.
+   ``--rate 0`` runs the same phases without a flood (a baseline);
 3. group start: ``--trials`` times, decks A (a DC on the left channel only)
    and B (right channel only) are cued and started with ``/start_group``;
    the recorded output gives each deck's first frame; the difference is
@@ -261,6 +263,9 @@ def conduct(args) -> int:
         else:
             jack = JackServer(rate=SR, period=args.block).start()
             env = jack.env
+            # a second, trivial C client: jackd blames each XRun on a client, so the
+            # witness's count is what the machine does to any JACK client
+            jack.spawn_client("jack_metro", "-n", "witness", "-b", "120", wait_for_port="witness:")
     media = tempfile.mkdtemp(prefix="osc_flood_")
     import numpy as np
     import soundfile as sf
@@ -270,6 +275,7 @@ def conduct(args) -> int:
     sf.write(os.path.join(media, "left.wav"), left, SR, subtype="FLOAT")
     sf.write(os.path.join(media, "right.wav"), left[:, ::-1], SR, subtype="FLOAT")
 
+    x_flood = None
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--backend", backend,
                                "--block", str(args.block)], env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -279,6 +285,7 @@ def conduct(args) -> int:
         time.sleep(1.0)
         quiet = [r for r in (probe.rtt() for _ in range(args.status_count)) if r is not None]
 
+        x_before = jack_xruns(jack)
         sender = subprocess.Popen([sys.executable, __file__, "--flood", "--port", str(port), "--rate",
                                    str(args.rate), "--seconds", str(args.seconds)],
                                   stdout=subprocess.PIPE, text=True)
@@ -291,6 +298,7 @@ def conduct(args) -> int:
                 under_flood.append(r)
             time.sleep(0.02)
         flood_result = json.loads(sender.stdout.read().strip().splitlines()[-1])
+        x_flood = tuple(b - a for a, b in zip(x_before, jack_xruns(jack))) if jack else None
         time.sleep(1.0)         # the server samples its counters after the flood before we go on
 
         # group starts on a quiet mix
@@ -321,10 +329,27 @@ def conduct(args) -> int:
     finally:
         if server.poll() is None:
             server.kill()
-        xruns = jack.xruns() if jack is not None else None
+        xruns = (jack_xruns(jack), x_flood) if jack is not None else None
         if jack is not None:
             jack.cleanup()
     return summarise(args, backend, quiet, under_flood, lost, flood_result, report, xruns)
+
+
+def jack_xruns(jack) -> tuple[int, int, int] | None:
+    """jackd's XRun lines: (blamed on stemdeck's PortAudio client, on the
+    witness jack_metro, others: the dummy driver's timer)."""
+    if jack is None:
+        return None
+    ours = witness = other = 0
+    for line in jack.log().splitlines():
+        if "XRun" in line:
+            if "client = PortAudio" in line:
+                ours += 1
+            elif "client = witness" in line:
+                witness += 1
+            else:
+                other += 1
+    return ours, witness, other
 
 
 def summarise(args, backend, quiet, under_flood, lost, flood_result, report, xruns) -> int:
@@ -374,8 +399,11 @@ def summarise(args, backend, quiet, under_flood, lost, flood_result, report, xru
                f"{flood_result['replies']}")
     out.append(f"  accounting: {'every message applied or counted as dropped' if accounted else 'MISMATCH'}")
     out.append(f"  underruns during the flood: {underflows} underflow flags, {overruns} late callbacks"
-               + (f"; jackd XRun lines (whole run): {xruns}" if xruns is not None else "")
                + f"; whole run: {final['underflows']} flags, {final['overruns']} late callbacks")
+    if xruns is not None:
+        (ours, witness, other), flood_x = xruns
+        out.append(f"  jackd XRun lines during the flood: {flood_x[0]} blamed on stemdeck, {flood_x[1]} on "
+                   f"the witness (jack_metro), {flood_x[2]} other; whole run: {ours} / {witness} / {other}")
     out.append(f"  server RSS: before {before[1] / 2**20:.1f} MB, max during {max(rss) if rss else 0:.1f} MB, "
                f"after {after[1] / 2**20:.1f} MB")
     out.append(f"  group start: {len(diffs)} trials, frame difference B - A: "
