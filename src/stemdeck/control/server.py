@@ -634,6 +634,9 @@ class OscServer:
             pass
         except OSError:
             pass
+        if self.controller.loading and self.controller.poll():    # a load finished: answer now
+            self._loads_dirty = True
+            self._check_loads()
         self._flush_tcp_writers()
 
     def _on_udp(self, _writable=False):
