@@ -1,0 +1,463 @@
+"""The measuring half of ``stemdeck tune``: one engine, one output per buffer size.
+
+Holds :class:`Sweep` (build the engine and the reference workload once,
+then :meth:`Sweep.measure` one buffer size at a time) and :class:`Plan`
+(what to measure). The report half is :mod:`stemdeck.tools.tune_report`.
+
+Per size: on JACK the server's period is set first
+(:mod:`stemdeck.tools.tune_jack`); the output is opened with the same code
+``serve`` uses (:func:`stemdeck.audio.output.open_output`: the engine's
+compiled callback handed to PortAudio as a raw pointer), faded in, given
+a short warm-up that is not counted, then measured by a
+:class:`~stemdeck.audio.telemetry.Telemetry` for the planned seconds, faded
+out and closed. The mix plays on from where it stopped, so every size hears
+the same workload.
+
+``--with-load`` makes the main thread a busy control thread, as in a live
+set: every :data:`LOAD_EVERY` seconds a ``/load_buffer`` of a five-minute
+WAV (two names for one file, so each load really decodes) goes through the
+Controller and its loader thread, exactly as an OSC client's would, and
+:data:`MESSAGES_PER_SECOND` OSC-sized knob messages (``/deck_eq``,
+``/deck_levels``, ``/crossfade_levels``) are parsed, validated and posted.
+
+Test hooks (environment variables read by ``stemdeck tune``; not for
+production use, documented in docs/tuning.md):
+
+- ``STEMDECK_TUNE_TEST_EXTRA_LOAD=SIZE:PERCENT[,SIZE:PERCENT]``: at that
+  buffer size, every callback first busy-waits PERCENT % of its period
+  (through :meth:`Engine.make_late`, re-armed by a thread after each
+  callback), a machine too slow for that size on purpose;
+- ``STEMDECK_TUNE_TEST_REFUSE=SIZE[,SIZE]``: opening the device at that
+  size fails as a device refusing the size would.
+
+Threads: everything here runs on the caller's (main) thread, which is the
+control thread; the audio, telemetry, loader and hook threads are their
+modules' own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+import types
+from dataclasses import dataclass, field
+
+from stemdeck.errors import DeviceError, UsageError
+
+EXTRA_LOAD_ENV = "STEMDECK_TUNE_TEST_EXTRA_LOAD"
+REFUSE_ENV = "STEMDECK_TUNE_TEST_REFUSE"
+JACK_HOSTAPI = "JACK Audio Connection Kit"
+
+WARMUP_SECONDS = 0.5          # after a stream starts, before measuring (not counted)
+FADE_SECONDS = 0.03
+LOAD_EVERY = 4.0              # --with-load: one large-file load this often
+LOAD_FILE_SECONDS = 300       # a five-minute track
+LOAD_BUFFER_ID = 3999         # deck D, unused by the reference workload
+MESSAGES_PER_SECOND = 500
+
+log = logging.getLogger("stemdeck.tune")
+
+
+@dataclass
+class Plan:
+    sizes: list[int]
+    seconds: float
+    sample_rate: int
+    backend: str
+    device: object = None
+    latency: object = "high"
+    with_load: bool = False
+    keylock: bool = False
+    volume: float = 0.1
+    realtime: bool = False
+    adopt_jack_rate: bool = False         # the rate was not asked for: use the JACK server's
+    extra_load: dict[int, float] = field(default_factory=dict)   # test hook: size -> % of period
+    refuse: set[int] = field(default_factory=set)                # test hook: sizes refused
+
+
+def parse_test_hooks(environ=None) -> tuple[dict[int, float], set[int]]:
+    """The two test hooks from the environment (UsageError when malformed)."""
+    environ = os.environ if environ is None else environ
+    extra: dict[int, float] = {}
+    refuse: set[int] = set()
+    text = environ.get(EXTRA_LOAD_ENV, "").strip()
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            size, percent = item.split(":")
+            extra[int(size)] = float(percent)
+        except ValueError:
+            raise UsageError(f"{EXTRA_LOAD_ENV}={text!r}: write SIZE:PERCENT[,SIZE:PERCENT], "
+                             "e.g. 128:150") from None
+    text = environ.get(REFUSE_ENV, "").strip()
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            refuse.add(int(item))
+        except ValueError:
+            raise UsageError(f"{REFUSE_ENV}={text!r}: write SIZE[,SIZE], e.g. 256") from None
+    return extra, refuse
+
+
+class _ExtraLoad:
+    """Test hook thread: re-arms ``engine.make_late`` whenever the callback
+    has consumed it, so (nearly) every callback busy-waits ``microseconds``."""
+
+    def __init__(self, engine, microseconds: float, period_s: float):
+        from stemdeck.engine import layout as L
+
+        self.engine, self.us = engine, float(microseconds)
+        self.params, self.index = engine.state.params, L.P_SPIN_US
+        self.poll = max(0.0002, period_s / 8)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-tune-extra-load", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.engine.make_late(0.0)
+
+    def _run(self):
+        while not self._stop.is_set():
+            if self.params[self.index] == 0.0:
+                self.engine.make_late(self.us)
+            time.sleep(self.poll)
+
+
+class _Stress:
+    """``--with-load``, driven from the control (main) thread by :meth:`tick`."""
+
+    def __init__(self, controller, folder: str, sample_rate: int):
+        import numpy as np
+
+        self.controller = controller
+        self.rng = np.random.default_rng(2)
+        self.paths = self._make_files(folder)
+        self.sent = 0
+        self.loads_started = 0
+        self.loads_done: list[float] = []         # seconds each load took
+        self.load_failures: list[str] = []
+        self._load_started: float | None = None
+        self._t0: float | None = None
+        self._next_load = 0.0
+
+    @staticmethod
+    def _make_files(folder: str) -> list[str]:
+        """A five-minute 16-bit stereo WAV at 44.1 kHz (53 MB), and a second
+        name for it, so alternating loads are not served from the sample table."""
+        import numpy as np
+        import soundfile as sf
+
+        path = os.path.join(folder, "tune-load-a.wav")
+        frames = LOAD_FILE_SECONDS * 44100
+        rng = np.random.default_rng(1)
+        chunk = (rng.standard_normal((1 << 18, 2)) * 1000).astype(np.int16)
+        with sf.SoundFile(path, "w", samplerate=44100, channels=2, subtype="PCM_16") as f:
+            left = frames
+            while left > 0:
+                n = min(left, len(chunk))
+                f.write(chunk[:n])
+                left -= n
+        other = os.path.join(folder, "tune-load-b.wav")
+        try:
+            os.link(path, other)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, other)
+        return [path, other]
+
+    def reply(self, sender, address, args) -> None:
+        if address in ("/done", "/fail") and args and args[0] == "/load_buffer":
+            if self._load_started is not None:
+                if address == "/done":
+                    self.loads_done.append(time.monotonic() - self._load_started)
+                else:
+                    self.load_failures.append(" ".join(map(str, args[1:])))
+                self._load_started = None
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+            self._next_load = now
+        c, rng = self.controller, self.rng
+        if now >= self._next_load and self._load_started is None:
+            self._load_started = now
+            c.handle("/load_buffer", [LOAD_BUFFER_ID, self.paths[self.loads_started % 2]])
+            self.loads_started += 1
+            self._next_load = now + LOAD_EVERY
+        due = int((now - self._t0) * MESSAGES_PER_SECOND)
+        while self.sent < due:
+            kind = self.sent % 10
+            if kind < 6:          # EQ knobs, kept off flat like the workload's
+                c.handle("/deck_eq", [int(rng.integers(0, 4)), int(rng.integers(0, 3)),
+                                      float(rng.uniform(35, 65))])
+            elif kind < 8:
+                c.handle("/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, 4)])
+            else:
+                c.handle("/crossfade_levels", [float(rng.uniform(0.45, 0.55)), 1.0])
+            self.sent += 1
+        c.poll()
+
+    def figures(self) -> dict:
+        import numpy as np
+
+        return {"messages": self.sent, "loads": len(self.loads_done),
+                "load_seconds_median": float(np.median(self.loads_done)) if self.loads_done else None,
+                "load_failures": self.load_failures[:3]}
+
+
+class Sweep:
+    """The engine playing the reference workload, measured at one size after another.
+
+    ``say(line)`` receives lines worth printing (the device, JACK, key lock).
+    Use as a context manager, or call :meth:`prepare` and :meth:`close`.
+    """
+
+    def __init__(self, plan: Plan, say=None):
+        self.plan = plan
+        self.say = say or (lambda line: None)
+        self.engine = None
+        self.controller = None
+        self.device = None            # stemdeck.audio.devices.Device (portaudio backend)
+        self.jack = None              # tune_jack.JackPeriod when the device is a JACK server
+        self.stress: _Stress | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._said: set[str] = set()
+        self.keylock_note: str | None = None
+        quiet = logging.getLogger("stemdeck.tune.telemetry")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+        self._quiet = quiet
+
+    # -- setup ---------------------------------------------------------------------------------
+    def __enter__(self) -> Sweep:
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _say_once(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            self.say(line)
+
+    def prepare(self) -> None:
+        """Find the device (and the JACK server behind it), build the engine and
+        the workload. Raises DeviceError / UsageError."""
+        plan = self.plan
+        if plan.backend == "portaudio":
+            self._find_device()
+        from stemdeck.audio import realtime as rt
+        from stemdeck.engine.engine import Engine
+        from stemdeck.tools.workload import build_reference_workload
+
+        self.engine = engine = Engine(plan.sample_rate)
+        build_reference_workload(engine)
+        engine.set_master(0.0)
+        if plan.keylock:
+            if engine.keylock_available:
+                for deck in range(4):
+                    engine.set_keylock(deck, True)
+                self.keylock_note = "key lock on all four decks (Rubber Band in the callback)"
+            else:
+                self.keylock_note = ("--keylock: Rubber Band's library (librubberband2) is not installed; "
+                                     "measured without key lock")
+            self.say(self.keylock_note)
+        if plan.with_load:
+            from stemdeck.control.handlers import Controller, ThreadedLoader
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="stemdeck-tune-")
+            holder = {}
+            self.controller = Controller(engine, loader=ThreadedLoader(),
+                                         reply=lambda s, a, args: holder["stress"].reply(s, a, args))
+            t0 = time.monotonic()
+            self.stress = holder["stress"] = _Stress(self.controller, self._tmp.name, plan.sample_rate)
+            self.say(f"--with-load: a {LOAD_FILE_SECONDS // 60}-minute WAV loaded every {LOAD_EVERY:g} s "
+                     f"and {MESSAGES_PER_SECOND} OSC-sized messages per second "
+                     f"(file made in {time.monotonic() - t0:.1f} s)")
+        rt.prefault(engine)
+
+    def _find_device(self) -> None:
+        from stemdeck.audio import devices
+        from stemdeck.audio.portaudio import runtime
+
+        self.device = devices.find_output_device(self.plan.device, runtime().query())
+        if self.device.hostapi != JACK_HOSTAPI:
+            return
+        from stemdeck.tools.tune_jack import JackPeriod, JackPeriodError
+
+        try:
+            self.jack = JackPeriod().open()
+        except JackPeriodError as exc:
+            self.say(f"JACK: {exc}; the server's period cannot be changed from here, so only its "
+                     "own period is measured as it is")
+            return
+        rate = self.jack.sample_rate
+        if rate != self.plan.sample_rate and self.plan.adopt_jack_rate and rate in (44100, 48000):
+            self.say(f"the JACK server runs at {rate} Hz: measuring at {rate} Hz")
+            self.plan.sample_rate = rate
+        if rate != self.plan.sample_rate:
+            self.jack.close()
+            self.jack = None
+            raise UsageError(f"the JACK server '{os.environ.get('JACK_DEFAULT_SERVER') or 'default'}' runs at "
+                             f"{rate} Hz and only that rate can be used: use --sample-rate {rate}"
+                             + ("" if rate in (44100, 48000) else " (stemdeck needs 44100 or 48000: restart "
+                                "jackd with -r 48000)"))
+        self.say(f"JACK server '{self.jack.server}' at {rate} Hz, period {self.jack.original} frames: "
+                 "tune sets the period to each size (and puts it back at the end)")
+
+    def close(self) -> None:
+        if self.jack is not None:
+            line = self.jack.restore()
+            if line:
+                self.say(line)
+            self.jack.close()
+            self.jack = None
+        if self.controller is not None:
+            self.controller.close()
+            self.controller = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- one size ---------------------------------------------------------------------------------
+    def _refused(self, size: int, reason: str) -> dict:
+        return {"buffer_size": size, "status": "refused", "reason": reason,
+                "block_latency_ms": size / self.plan.sample_rate * 1000}
+
+    def _open(self, size: int, lost: list):
+        from stemdeck.audio.output import open_output
+
+        plan = self.plan
+        if size in plan.refuse:
+            where = self.device.label() if self.device is not None else "the device"
+            raise DeviceError(f"{where} refused a buffer of {size} frames (test hook {REFUSE_ENV})")
+        settings = types.SimpleNamespace(backend=plan.backend, buffer_size=size, sample_rate=plan.sample_rate,
+                                         device=plan.device, latency=plan.latency)
+        return open_output(self.engine, settings, reconnect=0, realtime=plan.realtime,
+                           on_failed=lost.append, on_message=self._say_once)
+
+    def measure(self, size: int, *, progress=None, cut_short=None) -> dict:
+        """Play and measure ``size`` for the planned seconds. ``progress(done_s,
+        underruns)`` is called a few times a second; ``cut_short()`` returning
+        True ends the measurement early (the result says "interrupted")."""
+        from stemdeck.audio.telemetry import Telemetry
+
+        plan, engine = self.plan, self.engine
+        sr = plan.sample_rate
+        jack_period = None
+        if self.jack is not None:
+            ok, why = self.jack.set(size)
+            if not ok:
+                return self._refused(size, why)
+            jack_period = self.jack.current()
+        lost: list[str] = []
+        try:
+            output = self._open(size, lost)
+        except (DeviceError, UsageError) as exc:
+            return self._refused(size, str(exc))
+        telemetry = Telemetry(engine, block_size=size, sample_rate=sr, logger=self._quiet,
+                              latency=lambda: output.reported_latency)
+        hook = None
+        if size in plan.extra_load:
+            hook = _ExtraLoad(engine, plan.extra_load[size] / 100 * size / sr * 1e6, size / sr)
+        interrupted = False
+        try:
+            engine.set_master(plan.volume, ramp=FADE_SECONDS)
+            output.start()
+            telemetry.start()
+            if hook is not None:
+                hook.start()
+            self._run_for(WARMUP_SECONDS, lambda: lost)
+            telemetry.sample()
+            telemetry.interval()                          # figures from here on
+            base_underruns = telemetry.underruns
+            st0 = engine.stats()
+            t0 = time.monotonic()
+            end = t0 + plan.seconds
+
+            def step():
+                nonlocal interrupted
+                if progress is not None:
+                    progress(min(time.monotonic() - t0, plan.seconds), telemetry.underruns - base_underruns)
+                if cut_short is not None and cut_short():
+                    interrupted = True
+                return interrupted or bool(lost)
+
+            self._run_until(end, step)
+            telemetry.stop()                              # takes a last sample
+            iv = telemetry.interval()
+            st1 = engine.stats()
+            seconds = time.monotonic() - t0
+            underruns = telemetry.underruns - base_underruns
+            reported = output.reported_latency
+        finally:
+            if hook is not None:
+                hook.stop()
+            if output.state == "running":
+                engine.set_master(0.0, ramp=FADE_SECONDS)
+                self._run_for(FADE_SECONDS + 2 * size / sr, lambda: lost)
+            telemetry.stop()
+            output.close()
+        result = {
+            "buffer_size": size,
+            "status": "lost" if lost else ("interrupted" if interrupted else "measured"),
+            "reason": lost[0] if lost else None,
+            "seconds": seconds,
+            "planned_seconds": plan.seconds,
+            "block_latency_ms": size / sr * 1000,
+            "device_latency_ms": reported * 1000 if (reported is not None and plan.backend == "portaudio") else None,
+            "jack_period": jack_period,
+            "underruns": int(underruns),
+            "underflow_flags": st1["underflows"] - st0["underflows"],
+            "late_callbacks": st1["overruns"] - st0["overruns"],
+            "callbacks": st1["callbacks"] - st0["callbacks"],
+            "callbacks_measured": iv["callbacks_measured"],
+            "period_ms": size / sr * 1000,
+            "callback_p50_ms": iv["callback_p50_ms"], "callback_p99_ms": iv["callback_p99_ms"],
+            "callback_max_ms": iv["callback_max_ms"],
+            "dsp_load_p50": iv["dsp_load_p50"], "dsp_load_p99": iv["dsp_load_p99"],
+            "dsp_load_max": iv["dsp_load_max"],
+            "cpu_percent": iv["cpu_percent"],
+            "voices": st1["voices"],
+            "late_commands": st1["late_commands"] - st0["late_commands"],
+            "dropped_commands": st1["dropped_commands"] - st0["dropped_commands"],
+            "keylock_starved_frames": st1["keylock_starved_frames"] - st0["keylock_starved_frames"],
+            "major_faults_in_callbacks": st1["major_faults_in_callbacks"] - st0["major_faults_in_callbacks"],
+        }
+        if hook is not None:
+            result["test_extra_load_percent"] = plan.extra_load[size]
+        if self.stress is not None:
+            result["with_load"] = self.stress.figures()
+        return result
+
+    # -- the control loop ---------------------------------------------------------------------------
+    def _control_tick(self) -> None:
+        if self.stress is not None:
+            self.stress.tick()
+        self.engine.events()            # frees released sample slots (control thread)
+
+    def _run_until(self, end: float, step) -> None:
+        """Run the control thread's duties until ``end`` (monotonic) or ``step()`` says stop."""
+        tick = 0.01 if self.stress is not None else 0.1
+        last_step = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            self._control_tick()
+            if now - last_step >= 0.1:
+                last_step = now
+                if step():
+                    break
+            time.sleep(min(tick, max(0.0, end - time.monotonic())))
+
+    def _run_for(self, seconds: float, lost) -> None:
+        self._run_until(time.monotonic() + seconds, lambda: bool(lost()))
