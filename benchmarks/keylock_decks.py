@@ -170,8 +170,9 @@ def offline(engine_name: str, block: int, seconds: float) -> dict:
     rb_times, overhead = time_rubberband(engine_name, block, seconds)
     rb = stats(rb_times, block)
     deck = kl["mean_us"] - plain["mean_us"] - rb["mean_us"]
+    deck_median = kl["median_us"] - plain["median_us"] - rb["median_us"]
     return {"engine": engine_name, "block": block, "plain": plain, "keylock": kl, "rubberband": rb,
-            "ctypes_overhead_us": overhead, "deck_path_us": deck,
+            "ctypes_overhead_us": overhead, "deck_path_us": deck, "deck_path_median_us": deck_median,
             "deck_path_per_deck_us": deck / 4, "deck_path_load_pct": 100 * deck / plain["period_us"],
             "rubberband_core_pct_per_deck": rb["core_pct"] / 4,
             "keylock_decks": st["keylock_decks"], "starved_frames": st["keylock_starved_frames"],
@@ -260,7 +261,8 @@ def show_offline(r: dict) -> None:
     print(f"  Rubber Band: {r['rubberband_core_pct_per_deck']:.2f} % of a core per stereo deck; "
           f"the deck path on top of it: {r['deck_path_us']:.1f} µs per block for 4 decks "
           f"({r['deck_path_per_deck_us']:.1f} µs, {r['deck_path_load_pct'] / 4:.2f} % of a core per deck) "
-          f"(means: keylock - plain - Rubber Band alone)")
+          f"(means: keylock - plain - Rubber Band alone); from the medians: "
+          f"{r['deck_path_median_us'] / 4:.1f} µs per deck (meaningful for faster; finer's cost comes in bursts)")
     print(f"  key lock latency {r['latency_frames']} frames ({r['latency_ms']:.1f} ms); "
           f"keylocked decks {r['keylock_decks']}; starved frames {r['starved_frames']}")
 
