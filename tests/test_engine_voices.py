@@ -161,3 +161,22 @@ def test_rebinding_a_playing_buffer_crossfades_to_the_new_sample():
     out = render(e, 4000, 64)[:, 0]
     assert out[-1] == pytest.approx(-0.25)
     assert np.max(np.abs(np.diff(out))) <= 0.75 / DECLICK * 1.05
+
+
+def test_a_loop_cut_to_loop_plays_through_its_seam_untouched():
+    # a whole number of sine periods: the seam is continuous, so no fade at all
+    x = tone(441.0, 1.0, amp=0.5)                     # exactly 441 periods
+    e = loaded({100: x})
+    e.play(100, loop=True)
+    out = render(e, 3 * SR, 512)[:, 0]
+    steady = out[SR // 2:SR // 2 + SR]               # one full loop, seam included
+    assert np.min(np.abs(out[SR - 300:SR + 300]).max()) > 0.49
+    assert np.allclose(out[SR + 1000:2 * SR], x[1000:, 0], atol=1e-6)
+    assert np.max(np.abs(np.diff(steady))) <= np.max(np.abs(np.diff(x[:, 0]))) * 1.01
+
+
+def test_a_constant_level_loop_keeps_its_level_across_the_seam():
+    e = loaded({100: dc(0.5, 20000)})
+    e.play(100, loop=True)
+    out = render(e, 100000, 256)[:, 0]
+    assert np.min(out[DECLICK + 10:]) == pytest.approx(0.5)

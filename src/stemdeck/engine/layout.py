@@ -37,7 +37,9 @@ BF_SLOT, BF_DECK, BF_PLANNED_DECK = range(3)
 (VF_POS, VF_RATE, VF_GAIN, VF_GAIN_TGT, VF_GAIN_STEP, VF_GAIN_REM, VF_ENV, VF_ENV_STEP,
  VF_LO, VF_HI, VF_START_FRAME, VF_NUDGE_LEFT, VF_NUDGE_RATE, NVF) = range(14)
 # voice int columns
-VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, VI_WRAPPED, NVI = range(7)
+VI_STATE, VI_BUF, VI_SLOT, VI_DECK, VI_LOOP, VI_WRAPPED, VI_SEAM, NVI = range(8)
+# how a loop's seam is smoothed (decided on the voice's first render)
+SEAM_UNKNOWN, SEAM_NONE, SEAM_XFADE, SEAM_DIP = -1, 0, 1, 2
 V_FREE, V_PLAYING, V_STOPPING = 0, 1, 2
 
 # ramped knobs: rows of (current, target, step, frames remaining)

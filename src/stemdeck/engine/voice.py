@@ -86,6 +86,7 @@ def start_voice(st, bid, slot, deck, rate, volume, loop, start, sec_start, sec_d
     vi[v, L.VI_DECK] = deck
     vi[v, L.VI_LOOP] = loop
     vi[v, L.VI_WRAPPED] = 0
+    vi[v, L.VI_SEAM] = L.SEAM_UNKNOWN
     vf[v, L.VF_POS] = pos
     vf[v, L.VF_RATE] = rate
     vf[v, L.VF_GAIN] = volume
@@ -189,6 +190,28 @@ def _run_steady(data, k, bus, off, count, pos, rate, rate_step, right):
 
 
 @njit(**JIT)
+def _seam_mode(data, lo, hi, fd, right):
+    """How to smooth a loop's seam. With audio before the loop start,
+    crossfade into it (the loop keeps its exact length). Without, look at
+    the seam itself: a loop cut to loop (the jump from its last sample to its
+    first no bigger than the waveform's own steps nearby) needs nothing;
+    anything else dips to silence and back over the declick time."""
+    if lo >= fd + 2.0:
+        return L.SEAM_XFADE
+    n = hi - lo
+    if n < 16:
+        return L.SEAM_DIP
+    jump = 0.0
+    step = 0.0
+    for ch in (0, right):
+        jump = max(jump, abs(float(data[hi - 1, ch]) - float(data[lo, ch])))
+        for k in range(1, 8):
+            step = max(step, abs(float(data[hi - k, ch]) - float(data[hi - k - 1, ch])),
+                       abs(float(data[lo + k, ch]) - float(data[lo + k - 1, ch])))
+    return L.SEAM_NONE if jump <= 2.0 * step else L.SEAM_DIP
+
+
+@njit(**JIT)
 def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick):
     """Mix ``n`` frames of one voice into ``bus[off:off+n]``. Returns the number
     of frames rendered before it ended (n if it is still going), and whether
@@ -207,17 +230,19 @@ def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick)
     env = vf[L.VF_ENV]
     env_step = vf[L.VF_ENV_STEP]
     fd = float(declick)
-    # loop seams: crossfade into the audio before the loop start when there is
-    # some (exact loop length, no dip); otherwise dip to silence and back
-    xfade_seam = loop and flo >= fd + 2.0
+    if loop and vi[L.VI_SEAM] == L.SEAM_UNKNOWN:
+        vi[L.VI_SEAM] = _seam_mode(data, lo, hi, fd, right)
+    xfade_seam = loop and vi[L.VI_SEAM] == L.SEAM_XFADE
+    dip = loop and vi[L.VI_SEAM] == L.SEAM_DIP
+    end_fade = dip or not loop                 # one-shots fade out at their end
     # the steady region: interpolation points inside the data (and the loop),
     # clear of the seam and end fades
     safe_lo = 1.0
-    safe_hi = min(float(nframes) - 3.0, fhi - fd - 1.0)
+    safe_hi = min(float(nframes) - 3.0, fhi - fd - 1.0 if (end_fade or xfade_seam) else fhi)
     if loop:
         safe_lo = flo + 1.0
         safe_hi = min(safe_hi, fhi - 3.0)
-        if not xfade_seam and vi[L.VI_WRAPPED]:
+        if dip and vi[L.VI_WRAPPED]:
             safe_lo = max(safe_lo, flo + fd)
     done = 0
     i = 0
@@ -245,9 +270,9 @@ def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick)
                 l2, r2 = _read(data, pos - length, lo, hi, False, nframes, right)
                 l = l + w * (l2 - l)
                 r = r + w * (r2 - r)
-            else:
+            elif end_fade:
                 edge = (fhi - pos) / fd
-        elif loop and not xfade_seam and pos < flo + fd and vi[L.VI_WRAPPED]:
+        elif dip and pos < flo + fd and vi[L.VI_WRAPPED]:
             edge = (pos - flo) / fd           # back in after the seam's dip
         k = g * env * edge * scale
         bus[off + i, 0] += np.float32(l * k)
@@ -267,7 +292,7 @@ def _run_voice(data, scale, vf, vi, loop, bus, off, n, rate, rate_step, declick)
             if loop:
                 pos -= length
                 vi[L.VI_WRAPPED] = 1
-                if not xfade_seam:              # from now on the seam dips back in
+                if dip:                         # from now on the seam dips back in
                     safe_lo = max(safe_lo, flo + fd)
             else:
                 done = 1
