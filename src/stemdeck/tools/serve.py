@@ -88,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"when the audio device is lost, keep trying to reopen it this long "
                         f"(default {DEFAULT_RECONNECT:g}; 0: exit at once)")
     g.add_argument("-v", "--verbose", action="store_true", help="also log debugging detail")
+    from stemdeck.control import server as osc_server
+
+    osc_server.add_arguments(parser)
 
 
 # =================================================================================================
@@ -95,35 +98,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # =================================================================================================
 
 async def start_osc(server: Server):
-    """Start the OSC UDP server for ``server`` (on ``server.settings.host`` /
-    ``server.settings.port``) and return how to stop it: a callable (sync or
-    async) or None.
+    """Start the OSC server (:class:`stemdeck.control.server.OscServer`) on
+    ``server.settings.host`` / ``port`` and return its stop function, or
+    None when ``server.osc_options`` is None (the Python API without OSC:
+    the demo, tune, tests that drive the Controller themselves).
 
     Called on the control thread's asyncio loop (``server.loop``) after the
-    audio started and before ``ready`` is printed. Rules for the OSC server:
-
-    - every :class:`Controller` call (``server.controller.handle(address,
-      args, at=frame, sender=addr)``) runs on this loop's thread: receive
-      with ``server.loop.create_datagram_endpoint`` or ``loop.add_reader``,
-      or from another thread hand work over with ``server.call_soon(fn, *args)``;
-    - replies: set ``server.reply_handler = f(sender, address, args)``; the
-      Controller's replies go there;
-    - ``/status``: ``server.controller.status()`` already includes
-      ``server.status_fields()`` (underruns, DSP load, CPU, latency, uptime);
-      ``server.stats()`` has everything;
-    - ``/quit``: the Controller calls ``server.request_stop()`` through its hook;
-    - ``/notify``: set ``server.controller.hooks["notify"] = f(sender, on)``.
-    - events: the server drains ``engine.events()`` and calls
-      ``controller.poll()`` every 0.1 s on this loop; an OSC server that
-      drains them itself (``OscServer(drain_events=True)``) sets
-      ``server.drain_events = False`` so that it sees every event;
-    - ``server.output.reported_latency`` is the output latency in seconds
-      (it may change after a reconnect).
-
-    Not built yet: until then the server runs without OSC (a score or the
-    Python API drive it).
+    audio started and before ``ready`` is printed. Every Controller call
+    stays on this loop's thread; the OSC server drains the engine's events
+    itself (``/ended``, ``/late`` to subscribers), so ``server.drain_events``
+    is switched off; ``/status`` includes ``server.status_fields()``
+    (underruns, DSP load, CPU, latency, uptime) and ``/quit`` stops the
+    server through the Controller's hook.
     """
-    return None
+    if server.osc_options is None:
+        return None
+    from stemdeck.control.server import OscServer
+
+    s = server.settings
+    osc = OscServer(server.controller, server.engine, host=s.host, port=s.port, loop=server.loop,
+                    stats=server.status_fields,
+                    output_latency=lambda: (server.output.reported_latency or 0.0) if server.output else 0.0,
+                    **server.osc_options)
+    osc.start()
+    server.osc = osc
+    server.drain_events = False
+    for line in osc.describe():
+        server.say(line)
+    return osc.stop
 
 
 # =================================================================================================
@@ -148,8 +150,10 @@ class Server:
 
     def __init__(self, settings, *, record: str | None = None, score: str | None = None,
                  realtime: bool = False, reconnect: float = DEFAULT_RECONNECT, out=None,
-                 rescan: bool = False, test_late_ms: float | None = None):
+                 rescan: bool = False, test_late_ms: float | None = None,
+                 osc_options: dict | None = None):
         self.settings = settings
+        self.osc_options = osc_options       # None: no OSC server (see start_osc)
         self.record_path = record
         self.score_path = score
         self.realtime = realtime
@@ -461,8 +465,10 @@ def run(args) -> int:
     for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
+        from stemdeck.control.server import server_options
+
         server = Server(settings, record=args.record, score=args.score, realtime=args.realtime,
-                        reconnect=args.reconnect)
+                        reconnect=args.reconnect, osc_options=server_options(args))
     except ScoreError as exc:
         raise UsageError(str(exc)) from None
     # A signal before the asyncio loop takes over (compiling can take a while

@@ -1,0 +1,79 @@
+"""`stemdeck serve` end to end: the command line's OSC server on a real UDP
+port, driving the engine behind the null backend (real time, no sound card)."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from osctools import Client
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    port = free_port()
+    rec = tmp_path / "rec.wav"
+    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port),
+                             "--buffer-size", "256", "--record", str(rec), "--media-root", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip() == "ready":
+            break
+        if time.monotonic() > deadline:
+            break
+    assert lines and lines[-1].strip() == "ready", "".join(lines)
+    client = Client(("127.0.0.1", port))
+    yield proc, client, rec, "".join(lines)
+    client.close()
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_answers_osc_plays_and_quits(served, tmp_path):
+    proc, client, rec, startup = served
+    assert "OSC" in startup
+    t = np.arange(44100) / 44100
+    sf.write(tmp_path / "tone.wav", np.stack([0.4 * np.sin(2 * np.pi * 330 * t)] * 2, 1), 44100)
+
+    client.send("/load_buffer", 100, str(tmp_path / "tone.wav"), "tone")
+    assert client.expect("/done", first="/load_buffer") == ["/load_buffer", 100]
+    client.send("/play_stem", 100, 1.0, 1.0, 1)
+    client.send("/stem_volume", 100, float("nan"))            # bad input: refused, music plays on
+    fail = client.expect("/fail", first="/stem_volume")
+    assert "nan" in fail[1].lower()
+    client.send("/load_buffer", 101, "/etc/passwd")            # outside --media-root
+    assert "outside media root" in client.expect("/fail", first="/load_buffer")[1]
+    time.sleep(0.6)
+    status = client.status()
+    assert status["voices_playing"] == 1 and status["buffers_loaded"] == 1
+    assert status["sample_rate"] == 44100 and status["buffer_size"] == 256
+    assert status["uptime_s"] > 0
+    client.send("/quit")
+    assert proc.wait(10) == 0
+    audio, sr = sf.read(rec)
+    assert sr == 44100
+    assert np.max(np.abs(audio)) == pytest.approx(0.4, abs=0.02)
+
+
+def test_serve_refuses_a_taken_port_with_status_2(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port)],
+                                capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(port) in result.stderr
