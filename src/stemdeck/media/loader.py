@@ -50,7 +50,7 @@ from stemdeck.media.cache import MB, BudgetFull, SampleCache, file_signature, mb
 log = logging.getLogger("stemdeck.media")
 
 CLIENT, PRELOAD = 0, 1            # queue priorities: lower first
-PREFAULT_SECONDS = 2.0
+PREFAULT_SECONDS = 1.0           # faulted in before a mapped file is ready; read-ahead takes over
 DECODER_NICE = 5
 
 
@@ -119,6 +119,8 @@ class MediaLoader:
         self._closed = False
         self._batch = threading.local()          # set inside preloading()
         self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
+        if not immediate:
+            self._start_threads()                # and warm up: the first /cue must not pay for imports
 
     # -- the loader protocol (Controller) --------------------------------------------------------
     def submit(self, path: str, sample_rate: int) -> Future:
@@ -236,6 +238,7 @@ class MediaLoader:
                 self.readahead.start()
 
     def _open_loop(self) -> None:
+        _warm_up()
         while True:
             req = self._open_q.get()[2]
             if req is None:
@@ -318,9 +321,8 @@ class MediaLoader:
         if self.prefault_seconds > 0:
             from stemdeck.media.readahead import populate
 
-            n = int(self.prefault_seconds * work.rate)
-            populate(data, 0, n)
-            populate(data, frames - min(frames, max(n // 4, 1024)), frames)   # a loop's seam reads the end
+            populate(data, 0, int(self.prefault_seconds * work.rate))
+            populate(data, frames - min(frames, 1024), frames)    # a loop's seam reads the last frames
         if layout.declared_frames > frames:
             log.warning("%s is shorter than its header says: %s of %s present (a truncated copy?); "
                         "playing what is there", work.path, _clock(frames / work.rate),
@@ -407,6 +409,18 @@ class MediaLoader:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+def _warm_up() -> None:
+    """Import and initialise what the first load needs (libsndfile through
+    cffi, its format list) before any load arrives: tens of milliseconds
+    the first /cue would otherwise wait for."""
+    try:
+        from stemdeck.media import decode, readahead  # noqa: F401
+
+        decode._libsndfile_can()
+    except Exception:      # the load itself will say what is wrong
+        pass
+
 
 def _requests_of(item):
     if item is None:

@@ -70,6 +70,9 @@ def populate(samples: np.ndarray, start: int, stop: int) -> None:
     addr, length = _byte_range(samples, start, stop)
     if length <= 0:
         return
+    # read exactly this range (large requests), so the faults below find it cached and
+    # the kernel does not read around each fault (8 MB on some disks) on the caller's time
+    _libc.madvise(addr, length, MADV_WILLNEED)
     if _populate_works:
         if _libc.madvise(addr, length, MADV_POPULATE_READ) == 0:
             return
@@ -77,7 +80,6 @@ def populate(samples: np.ndarray, start: int, stop: int) -> None:
         if err == 22:                      # EINVAL: a kernel before 5.14
             _populate_works = False
         # anything else (EFAULT on a torn-down mapping, ENOMEM): touch what we can
-    _libc.madvise(addr, length, MADV_WILLNEED)
     flat = samples.reshape(-1)
     per_frame = samples.shape[1] if samples.ndim > 1 else 1
     step = max(1, PAGE // samples.itemsize)
