@@ -290,11 +290,13 @@ class SampleCache:
         self._dropped([e], "freed")
         return True
 
-    def free_unused(self, *, keep_preloaded: bool = True) -> int:
-        """Drop every unused sample (except preloaded ones, if asked); returns bytes dropped."""
+    def free_unused(self, *, keep_preloaded: bool = True, kinds: tuple[str, ...] | None = None) -> int:
+        """Drop every unused sample (except preloaded ones, if asked; only of
+        ``kinds`` if given); returns bytes dropped."""
         with self._lock:
             out = [e for e in self._entries.values()
-                   if e.holds <= 0 and not (keep_preloaded and e.preloaded)]
+                   if e.holds <= 0 and not (keep_preloaded and e.preloaded)
+                   and (kinds is None or e.kind in kinds)]
             for e in out:
                 del self._entries[e.key]
         self._dropped(out, "freed")

@@ -33,6 +33,8 @@ engine's voices when an engine is given.
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import itertools
 import logging
 import math
@@ -162,6 +164,7 @@ class MediaLoader:
                 except queue.Empty:
                     break
                 for req in _requests_of(item):
+                    self._unpin(req)
                     if not req.future.done():
                         req.future.set_exception(MediaError(f"not loaded: the server is stopping ({req.path})"))
         for q in (self._open_q, self._decode_q):
@@ -295,7 +298,6 @@ class MediaLoader:
                 work.started = True
                 if self._map(work):
                     return
-                work.plan = mapped.Plan("decode", "the header and libsndfile disagree", work.plan.layout)
                 work.started = False
         except Exception as exc:
             self._fail_work(work, exc)
@@ -310,13 +312,30 @@ class MediaLoader:
         layout = work.plan.layout
         info = decode.probe(work.path)            # the shared refusal rules, and a second opinion
         if int(info.samplerate) != work.rate or info.channels != layout.channels or info.frames < 1:
+            work.plan = mapped.Plan("decode", "its header and libsndfile disagree", layout)
             return False
         frames = min(layout.frames, int(info.frames))
-        data = mapped.map_samples(work.path, layout, frames)
+        try:
+            data = mapped.map_samples(work.path, layout, frames)
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM:
+                raise
+            # out of address space (a 32-bit system): let go of unused mappings and try once more
+            self.cache.free_unused(keep_preloaded=False, kinds=("mapped",))
+            gc.collect()
+            try:
+                data = mapped.map_samples(work.path, layout, frames)
+            except OSError as again:
+                if again.errno != errno.ENOMEM:
+                    raise
+                raise MediaError(f"not enough address space to map {work.path} "
+                                 f"({mb(layout.frames * layout.block_align)}): free some buffers "
+                                 "(/free_buffer, /mixer_cleanup)") from None
         if layout.encoding == "float" and not checked_float:
             bad, over = mapped.float_damage(data)
             if bad or over:
                 log.info("%s: %d damaged float samples; decoding it to repair them", work.path, bad + over)
+                work.plan = mapped.Plan("decode", "damaged float samples repaired", layout)
                 return False
         if self.prefault_seconds > 0:
             from stemdeck.media.readahead import populate
@@ -343,6 +362,7 @@ class MediaLoader:
         try:
             if plan.how == "map" and self._map(work):
                 return
+            plan = work.plan
             info = decode.probe(work.path)
             if plan.how == "copy":
                 layout = plan.layout
