@@ -238,3 +238,19 @@ def test_use_case_reading(ms, words):
 def test_the_device_latency_decides_the_use_case_when_known():
     rec = tune_report.recommend([_result(256, device=30.0)], 70.0)
     assert rec["latency_ms"] == 30.0 and "automated sets" in rec["use_case"]
+
+
+def test_a_short_measurement_says_what_it_cannot_show():
+    assert "one every 1.7 s" in tune_report.recommend([_result(128, seconds=5.0)], 70.0)["caution"]
+    assert tune_report.recommend([_result(128, seconds=30.0)], 70.0)["caution"] is None
+
+
+def test_plot_draws_latency_against_underruns_and_load(tmp_path):
+    if tune_report.plot_available() is not None:
+        pytest.skip("matplotlib (the plot extra) is not installed")
+    results = [_result(128, underruns=40, p99=95.0), _result(256, p99=30.0),
+               {"buffer_size": 512, "status": "refused", "reason": "no", "block_latency_ms": 11.6}]
+    report = {"plan": {"headroom": 70.0, "seconds": 30.0}, "results": results,
+              "machine": {"description": "test machine"}, "recommendation": tune_report.recommend(results, 70.0)}
+    tune_report.plot(report, str(tmp_path / "tune.png"))
+    assert (tmp_path / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

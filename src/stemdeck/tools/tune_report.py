@@ -63,6 +63,16 @@ def use_case(ms: float) -> str:
             f"on the sound; above {LIVE_DJ_MS:g} ms live control feels late")
 
 
+def caution(seconds: float) -> str | None:
+    """What a short measurement cannot show. With no underrun in T seconds, the
+    rate is below 3/T per second at 95 % confidence (the rule of three)."""
+    if seconds >= 30:
+        return None
+    return (f"each size played only {secs(seconds)}: no underrun in {secs(seconds)} still allows about one "
+            f"every {seconds / 3:.1f} s (95 % bound), so rare glitches go unseen; confirm with the default "
+            "30 s (or longer --seconds) before a gig")
+
+
 def recommend(results: list[dict], headroom: float) -> dict:
     """The smallest measured size with zero underruns and p99 DSP load under
     ``headroom``: ``{"buffer_size": N or None, "reason": ..., "use_case": ...}``."""
@@ -78,15 +88,17 @@ def recommend(results: list[dict], headroom: float) -> dict:
                       f"(under the {headroom:g} % headroom)")
             if rejected:
                 reason += "; " + "; ".join(rejected)
-            return {"buffer_size": size, "latency_ms": ms, "reason": reason, "use_case": use_case(ms)}
+            return {"buffer_size": size, "latency_ms": ms, "reason": reason, "use_case": use_case(ms),
+                    "caution": caution(r["seconds"])}
         rejected.append(f"{r['buffer_size']}: {detail}")
     if not measured:
-        return {"buffer_size": None, "latency_ms": None, "reason": "no size was measured", "use_case": None}
+        return {"buffer_size": None, "latency_ms": None, "reason": "no size was measured", "use_case": None,
+                "caution": None}
     largest = measured[-1]["buffer_size"]
     reason = ("no size held: " + "; ".join(rejected) + ". Try larger sizes (--sizes "
               f"{min(largest * 2, 8192)},{min(largest * 4, 8192)}), --realtime, closing other programs, "
               "a performance CPU governor, or fewer stems (see docs/tuning.md)")
-    return {"buffer_size": None, "latency_ms": None, "reason": reason, "use_case": None}
+    return {"buffer_size": None, "latency_ms": None, "reason": reason, "use_case": None, "caution": None}
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -162,6 +174,8 @@ def print_table(console, results: list[dict], headroom: float, seconds: float, r
     if rec["buffer_size"] is not None:
         console.print(f"[bold]Recommended: --buffer-size {rec['buffer_size']}[/bold]: {rec['reason']}.")
         console.print(f"Use: {rec['use_case']}.")
+        if rec.get("caution"):
+            console.print(f"[yellow]Note[/yellow]: {rec['caution']}.")
     else:
         console.print(f"[bold red]No recommendation[/bold red]: {rec['reason']}.")
 
@@ -196,6 +210,8 @@ def markdown(report: dict) -> str:
         lines += [f"**Recommended buffer size: {rec['buffer_size']} frames** "
                   f"(`stemdeck serve --buffer-size {rec['buffer_size']}`): {rec['reason']}.", "",
                   f"Use: {rec['use_case']}.", ""]
+        if rec.get("caution"):
+            lines += [f"Note: {rec['caution']}.", ""]
     else:
         lines += [f"**No recommendation**: {rec['reason']}.", ""]
     lines += ["DSP load is the audio callback's time as a share of its period (p50 / p99 / max); "
@@ -236,8 +252,16 @@ def plot(report: dict, path: str) -> None:
         ax.plot(x, [r["dsp_load_max"] for r in rs], "^--", label="callback max (% of period)", alpha=0.6)
         ax.axhline(headroom, color="grey", linestyle=":", label=f"headroom {headroom:g} %")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"{r['buffer_size']}\n{latency_ms(r):.1f} ms" for r in rs])
+        refused = [r for r in report["results"] if r["status"] == "refused"]
+        for r in refused:
+            ax.axvline(r["block_latency_ms"], color="tab:red", linestyle="--", alpha=0.4)
+            ax.text(r["block_latency_ms"], headroom / 2, " refused", color="tab:red", rotation=90,
+                    va="center", fontsize="small")
+        ticks = sorted([(latency_ms(r), r) for r in rs] + [(r["block_latency_ms"], r) for r in refused],
+                       key=lambda t: t[0])
+        ax.set_xticks([t[0] for t in ticks])
+        ax.set_xticklabels([f"{r['buffer_size']}\n{v:.1f} ms" for v, r in ticks])
+        ax.minorticks_off()
         ax2 = ax.twinx()
         ax2.bar(x, [r["underruns"] for r in rs], width=[v * 0.25 for v in x], color="tab:red", alpha=0.35,
                 label="underruns")

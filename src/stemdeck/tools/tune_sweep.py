@@ -143,6 +143,7 @@ class _Stress:
         self.load_failures: list[str] = []
         self._load_started: float | None = None
         self._t0: float | None = None
+        self._base_sent = 0
         self._next_load = 0.0
 
     @staticmethod
@@ -183,15 +184,14 @@ class _Stress:
     def tick(self) -> None:
         now = time.monotonic()
         if self._t0 is None:
-            self._t0 = now
-            self._next_load = now
+            self.restart()
         c, rng = self.controller, self.rng
         if now >= self._next_load and self._load_started is None:
             self._load_started = now
             c.handle("/load_buffer", [LOAD_BUFFER_ID, self.paths[self.loads_started % 2]])
             self.loads_started += 1
             self._next_load = now + LOAD_EVERY
-        due = int((now - self._t0) * MESSAGES_PER_SECOND)
+        due = self._base_sent + int((now - self._t0) * MESSAGES_PER_SECOND)
         while self.sent < due:
             kind = self.sent % 10
             if kind < 6:          # EQ knobs, kept off flat like the workload's
@@ -204,12 +204,25 @@ class _Stress:
             self.sent += 1
         c.poll()
 
-    def figures(self) -> dict:
+    def restart(self) -> None:
+        """Count the message rate from now (a new size: no burst to catch up
+        on the time the output was closed); the first load comes half a
+        second into the measurement."""
+        now = time.monotonic()
+        self._t0, self._base_sent = now, self.sent
+        self._next_load = now + WARMUP_SECONDS + 0.5
+
+    def mark(self) -> tuple[int, int, int]:
+        return self.sent, len(self.loads_done), len(self.load_failures)
+
+    def figures(self, since: tuple[int, int, int]) -> dict:
+        """What was done since :meth:`mark` returned ``since``."""
         import numpy as np
 
-        return {"messages": self.sent, "loads": len(self.loads_done),
-                "load_seconds_median": float(np.median(self.loads_done)) if self.loads_done else None,
-                "load_failures": self.load_failures[:3]}
+        loads = self.loads_done[since[1]:]
+        return {"messages": self.sent - since[0], "loads": len(loads),
+                "load_seconds_median": float(np.median(loads)) if loads else None,
+                "load_failures": self.load_failures[since[2]:][:3]}
 
 
 class Sweep:
@@ -370,6 +383,8 @@ class Sweep:
             hook = _ExtraLoad(engine, plan.extra_load[size] / 100 * size / sr * 1e6, size / sr)
         interrupted = False
         try:
+            if self.stress is not None:
+                self.stress.restart()
             engine.set_master(plan.volume, ramp=FADE_SECONDS)
             output.start()
             telemetry.start()
@@ -380,6 +395,7 @@ class Sweep:
             telemetry.interval()                          # figures from here on
             base_underruns = telemetry.underruns
             st0 = engine.stats()
+            stress0 = self.stress.mark() if self.stress is not None else None
             t0 = time.monotonic()
             end = t0 + plan.seconds
 
@@ -435,7 +451,7 @@ class Sweep:
         if hook is not None:
             result["test_extra_load_percent"] = plan.extra_load[size]
         if self.stress is not None:
-            result["with_load"] = self.stress.figures()
+            result["with_load"] = self.stress.figures(stress0)
         return result
 
     # -- the control loop ---------------------------------------------------------------------------
