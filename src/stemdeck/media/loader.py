@@ -199,6 +199,19 @@ class MediaLoader:
             return
         self.readahead.warm(e.data, int(fraction * e.data.shape[0]))
 
+    def describe(self) -> list[str]:
+        """Start-up lines: the budget and what plays without it."""
+        budget = self.cache.budget
+        if budget is None:
+            text = "no limit"
+        elif budget == 0:
+            text = "0 (no cache: unused samples are freed at once, loads are not limited)"
+        else:
+            text = f"{budget // MB} MB for decoded samples, least recently used evicted first"
+        rate = f"{self.engine.sample_rate} Hz" if self.engine is not None else "the engine's rate"
+        return [f"{'sample cache':<15} {text}; 16/32-bit WAV/AIFF-C at {rate} plays memory-mapped "
+                f"(outside the budget), {self.workers} decode thread{'s' if self.workers != 1 else ''}"]
+
     def cache_status(self) -> dict:
         out = self.cache.status()
         out["loading"] = len(self._inflight)

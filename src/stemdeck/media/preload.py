@@ -283,7 +283,7 @@ class Preload:
                 f"({c['mapped_bytes'] / 1e6:.0f} MB memory-mapped, {c['memory_bytes'] / 1e6:.0f} MB "
                 f"in memory)")
         if c["failed"]:
-            text += f"; {c['failed']} failed (reasons above)"
+            text += f"; {c['failed']} failed (each reason is logged)"
         if c["skipped"]:
             text += f"; {c['skipped']} skipped: the memory budget (--cache-mb) is full"
         return text
