@@ -42,6 +42,7 @@ MADV_WILLNEED = 3
 MADV_POPULATE_READ = 22
 DEFAULT_SECONDS = 3.0          # audio kept resident ahead of each playing position
 DEFAULT_INTERVAL = 0.04        # how often the voice table is read
+SEAM_FRAMES = 2048             # kept resident on both sides of a loop's seam (> the 5 ms declick)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -241,9 +242,10 @@ class ReadAhead:
                 lo = max(0, int(vf[v, L.VF_LO]))
                 hi = min(frames, int(vf[v, L.VF_HI]))
                 if hi > lo:
-                    # the interpolator reads across the seam both ways
-                    populate(samples, hi - 4, hi)
-                    populate(samples, lo, lo + 4 + max(0, end - hi))
+                    # the seam is read both ways: the interpolator, the seam check on the
+                    # first block, and a section's crossfade from the audio before its start
+                    populate(samples, hi - SEAM_FRAMES, hi)
+                    populate(samples, lo - SEAM_FRAMES, lo + SEAM_FRAMES + max(0, end - hi))
         self.voices_followed = followed
 
     def _span(self, rate: float) -> int:
