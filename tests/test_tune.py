@@ -254,3 +254,9 @@ def test_plot_draws_latency_against_underruns_and_load(tmp_path):
               "machine": {"description": "test machine"}, "recommendation": tune_report.recommend(results, 70.0)}
     tune_report.plot(report, str(tmp_path / "tune.png"))
     assert (tmp_path / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_underruns_at_a_larger_size_are_pointed_out():
+    rec = tune_report.recommend([_result(128), _result(256, underruns=2), _result(512)], 70.0)
+    assert rec["buffer_size"] == 128
+    assert "256 frames had 2 underruns although larger" in rec["caution"]

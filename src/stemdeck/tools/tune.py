@@ -331,7 +331,8 @@ def _sweep(plan, sweep, stop, results, progress, say) -> None:
         if r["status"] == "refused":
             say(f"{size:>5} frames: refused: {r['reason']}; going on")
         else:
-            say(f"{size:>5} frames: {r['underruns']} underruns in {r['seconds']:.1f} s, "
+            say(f"{size:>5} frames: {r['underruns']} underrun{'' if r['underruns'] == 1 else 's'} in "
+                f"{r['seconds']:.1f} s, "
                 f"{r['late_callbacks']} past their period, callback p99 {r['dsp_load_p99']:.0f} % / max "
                 f"{r['dsp_load_max']:.0f} % of {r['period_ms']:.1f} ms, CPU {r['cpu_percent']:.0f} %"
                 + (f" ({r['status']}: {r['reason']})" if r["status"] == "lost" else "")

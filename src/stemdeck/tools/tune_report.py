@@ -88,8 +88,18 @@ def recommend(results: list[dict], headroom: float) -> dict:
                       f"(under the {headroom:g} % headroom)")
             if rejected:
                 reason += "; " + "; ".join(rejected)
+            notes = [caution(r["seconds"])]
+            bigger = [x for x in measured if x["buffer_size"] > size and x["status"] != "refused"
+                      and x["underruns"] > 0]
+            if bigger:
+                notes.append(", ".join(f"{x['buffer_size']} frames had {x['underruns']} underrun"
+                                       f"{'s' if x['underruns'] != 1 else ''}" for x in bigger)
+                             + " although larger: something outside the callback (other programs, a virtual "
+                               "machine's host, CPU power saving) stalls audio now and then, whatever the size; "
+                               "see docs/tuning.md")
+            notes = [n for n in notes if n]
             return {"buffer_size": size, "latency_ms": ms, "reason": reason, "use_case": use_case(ms),
-                    "caution": caution(r["seconds"])}
+                    "caution": "; ".join(notes) or None}
         rejected.append(f"{r['buffer_size']}: {detail}")
     if not measured:
         return {"buffer_size": None, "latency_ms": None, "reason": "no size was measured", "use_case": None,
