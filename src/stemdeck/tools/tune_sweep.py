@@ -295,7 +295,9 @@ class Sweep:
             self.say(f"--with-load: a {LOAD_FILE_SECONDS // 60}-minute WAV loaded every {LOAD_EVERY:g} s "
                      f"and {MESSAGES_PER_SECOND} OSC-sized messages per second "
                      f"(file made in {time.monotonic() - t0:.1f} s)")
-        rt.prefault(engine)
+        rt.prefault(engine)                   # as serve: no first-touch page faults in the callback
+        if plan.realtime:
+            self.say(f"--realtime: {rt.lock_memory()[1]}")
 
     def _find_device(self) -> None:
         from stemdeck.audio import devices
