@@ -192,6 +192,16 @@ def test_bad_flags_exit_2_and_say_what_is_valid(args, expected, tmp_path):
     assert expected in r.stderr
 
 
+def test_help_imports_nothing_heavy(tmp_path):
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "stemdeck", "tune", "--help"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0
+    assert "--write-config" in r.stdout and "--headroom PERCENT" in r.stdout
+    heavy = [line for line in r.stderr.splitlines()
+             if re.search(r"\|\s*(sounddevice|numpy|numba|rich|matplotlib)$", line)]
+    assert not heavy, r.stderr
+
+
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
     if tune_report.plot_available() is None:
         pytest.skip("matplotlib is installed here")
