@@ -65,6 +65,10 @@ def test_defaults_with_nothing_set(home):
         "stats_interval": 0.0,
         "cache_mb": 896,
         "bpm": 120.0,
+        "stretch": "playback_rate",
+        "keylock_engine": "finer",
+        "bpm_config": None,
+        "movement_bpm": True,
     }
     assert s.source("buffer_size") == "platform default (Raspberry Pi 4)"
     assert s.source("cache_mb") == "platform default (Raspberry Pi 4)"
@@ -130,6 +134,10 @@ EVERY_SETTING = [
     ("stats_interval", "5", "0.5", "10", 5.0, 0.5, 10.0),
     ("cache_mb", "512", "0", "128", 512, 0, 128),
     ("bpm", "126", "174.5", "90", 126.0, 174.5, 90.0),
+    ("stretch", "keylock", "playback_rate", '"keylock"', "keylock", "playback_rate", "keylock"),
+    ("keylock_engine", "faster", "finer", '"faster"', "faster", "finer", "faster"),
+    ("bpm_config", "a.json", "b.json", '"c.json"', "a.json", "b.json", "c.json"),
+    ("movement_bpm", "off", "on", "false", False, True, False),
 ]
 
 

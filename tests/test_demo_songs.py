@@ -274,7 +274,7 @@ def test_demo_command_renders_the_mix(stem_dir, tmp_path, capsys):
     assert main(["demo", "-o", str(out), "--cache", str(folder)]) == 0
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    assert "Live output is not available yet" in printed
+    assert "Not played live (" in printed
     x, rate = sf.read(out, always_2d=True)
     assert rate == 44100 and x.shape[1] == 2
     seconds = len(x) / rate

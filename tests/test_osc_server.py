@@ -161,6 +161,19 @@ def test_play_stem_stem_volume_stop_stem_on_the_samples(live, media):
     assert c.status()["voices_playing"] == 0
 
 
+def test_free_buffer_stops_the_stem_and_empties_the_id(live, media):
+    c = live.client
+    load(live, media, 100, "dc.wav")
+    c.send("/play_stem", 100, 1.0, 1.0, 1, 0.0)
+    assert np.allclose(window(live), 0.5, atol=1e-4)
+    c.send("/free_buffer", 100)
+    assert c.expect("/done", first="/free_buffer") == ["/free_buffer", 100]
+    assert np.all(window(live) == 0.0)
+    assert c.status()["buffers_loaded"] == 0
+    c.send("/play_stem", 100)                       # the ID is empty now
+    assert "100" in c.expect("/fail", first="/play_stem")[1]
+
+
 def test_play_stem_section_loops_the_section(live, media):
     load(live, media, 100, "ramp.wav")              # value = seconds / 2
     live.client.send("/play_stem_section", 100, 1.0, 1.0, 1, 1.0, 0.5)
@@ -663,7 +676,7 @@ LIVE_TESTED = {
     "/mixer_cleanup", "/test_tone", "/crossfade_levels", "/deck_levels", "/deck_filter", "/deck_eq",
     "/deck_eq_all", "/set_tempo", "/set_meter", "/print_clock", "/quantize", "/keylock",
     "/dance/total_movement", "/reset", "/play", "/fade", "/cue", "/start_group", "/get_status",
-    "/status", "/status.json", "/sync", "/version", "/notify", "/quit",
+    "/status", "/status.json", "/sync", "/version", "/notify", "/quit", "/free_buffer",
 }
 
 

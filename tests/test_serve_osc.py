@@ -77,3 +77,35 @@ def test_serve_refuses_a_taken_port_with_status_2(tmp_path):
                                 capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert result.returncode == 2
     assert str(port) in result.stderr
+
+
+def test_serve_refuses_a_missing_preload_folder_with_status_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", "0",
+                             "--preload", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope" in result.stderr
+
+
+def test_serve_preloads_a_folder_and_loads_from_it(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    t = np.arange(22050) / 44100
+    sf.write(media / "a.wav", np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, 1), 44100, subtype="PCM_16")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port),
+                             "--preload", str(media)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=tmp_path)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "ready":
+                break
+        client = Client(("127.0.0.1", port))
+        client.send("/load_buffer", 100, str(media / "a.wav"))
+        assert client.expect("/done", first="/load_buffer", timeout=10) == ["/load_buffer", 100]
+        assert client.status()["buffers_loaded"] == 1
+        client.send("/quit")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -317,13 +317,16 @@ def test_same_file_twice_reuses_the_sample():
     assert [s[1] for s in calls(engine, "set_source_bpm")] == [(100, 120.0), (1100, 120.0)]
 
 
-def test_reload_stops_and_rebinds():
+def test_reload_replaces_the_sample_when_ready():
+    # issue 5: loading into a playing ID replaces it (the engine crossfades at
+    # the same position); crowdstream stopped the stem instead
     engine, c = make()
     c.handle("/load_buffer", [100, "a.wav"], at=0)
     c.handle("/play_stem", [100], at=10)
     c.handle("/load_buffer", [100, "b.wav"], at=20)
-    assert ("unbind", (100,), {"at": 20}) in engine.calls
-    assert not c.playing(100, 30)
+    assert ("bind", (100, 1), {"at": 20}) in engine.calls
+    assert not any(x[0] in ("unbind", "stop") for x in engine.calls)
+    assert c.playing(100, 30) and c.buffers[100].path == "b.wav"
 
 
 def test_deck_mapping_and_levels():

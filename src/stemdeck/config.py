@@ -185,6 +185,24 @@ def _parse_stats_interval(raw: object) -> float:
     return value
 
 
+def _parse_on_off(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise _Invalid()
+
+
+def _parse_file_path(raw: object) -> str:
+    text = str(raw).strip() if isinstance(raw, str) else ""
+    if not text:
+        raise _Invalid()
+    return os.path.expanduser(text)
+
+
 def _parse_bpm(raw: object) -> float:
     value = _real(raw)
     if not 20 <= value <= 400:
@@ -366,6 +384,60 @@ SETTINGS: dict[str, Setting] = {
             default=120.0,
             title="tempo",
             show=lambda v: f"{v:g} BPM",
+        ),
+        Setting(
+            name="stretch",
+            flag="--stretch",
+            metavar="playback_rate|keylock",
+            env=("STEMDECK_STRETCH",),
+            section="clock",
+            key="stretch",
+            parse=_choice(("playback_rate", "keylock")),
+            valid="playback_rate (pitch follows tempo) or keylock (Rubber Band keeps the pitch)",
+            help="how every deck changes tempo when the server starts (/keylock DECK 0|1 switches one live)",
+            default="playback_rate",
+            title="tempo change",
+        ),
+        Setting(
+            name="keylock_engine",
+            flag="--keylock-engine",
+            metavar="finer|faster",
+            env=("STEMDECK_KEYLOCK_ENGINE",),
+            section="clock",
+            key="keylock_engine",
+            parse=_choice(("finer", "faster")),
+            valid="finer (exact pitch, 70 ms more latency) or faster (52 ms, up to ~27 cents off on pure tones)",
+            help="Rubber Band engine used for key lock",
+            default="finer",
+            title="key lock engine",
+        ),
+        Setting(
+            name="bpm_config",
+            flag="--bpm-config",
+            metavar="FILE",
+            env=("STEMDECK_BPM_CONFIG",),
+            section="clock",
+            key="bpm_config",
+            parse=_parse_file_path,
+            valid="the path of a JSON file in crowdstream's bpm_config.json format",
+            help="movement-to-tempo thresholds, targets and glide times for /dance/total_movement",
+            default=None,
+            title="movement tempo",
+            show=lambda v: "built-in defaults (crowdstream's)" if v is None else v,
+        ),
+        Setting(
+            name="movement_bpm",
+            flag="--movement-bpm",
+            metavar="on|off",
+            env=("STEMDECK_MOVEMENT_BPM",),
+            section="clock",
+            key="movement_bpm",
+            parse=_parse_on_off,
+            valid="on or off",
+            help="let /dance/total_movement steer the tempo (off: the messages are ignored)",
+            default=True,
+            title="movement steers tempo",
+            show=lambda v: "on" if v else "off",
         ),
     )
 }

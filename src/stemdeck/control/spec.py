@@ -397,11 +397,18 @@ MESSAGES: tuple[Message, ...] = (
         reply="`/done /load_buffer id` when the sample is ready, or `/fail /load_buffer reason`",
         notes="Decoding runs off the audio thread; the file is resampled to the engine rate. "
               "Loading a file that another buffer already holds reuses that sample. Loading into "
-              "an ID that is playing stops it (as crowdstream does). Commands for a buffer whose "
+              "an ID that is playing replaces its sample when the new one is ready, crossfading "
+              "over 5 ms at the same position (crowdstream stopped it); a file that is refused "
+              "changes nothing. Commands for a buffer whose "
               "load is still running wait for it and then run; in a score the load completes "
               "before the next line. With `bpm`, stems from songs at different tempos play in time: "
               "see `/stem_bpm`.",
         asynchronous=True),
+    Message(
+        "/free_buffer", "free_buffer", "Stop a buffer and free its memory.", "Buffers and stems",
+        (_id(),), example="/free_buffer 100", reply="`/done /free_buffer id`, or `/fail /free_buffer reason`",
+        notes="Stops the stem (5 ms fade), empties the ID and frees its sample's memory at once unless "
+              "another ID holds the same file; commands waiting for its load get /fail.", origin="stemdeck"),
     Message(
         "/play_stem", "play_stem", "Start (or restart) the stem in a buffer.", "Buffers and stems",
         (_id(), Arg("rate", "float", "playback rate: 1 normal, 2 an octave up (changes pitch)",

@@ -54,7 +54,7 @@ from stemdeck import config
 from stemdeck.errors import ScoreError, UsageError
 
 SETTINGS = ("buffer_size", "sample_rate", "device", "backend", "latency", "host", "port",
-            "stats_interval", "bpm")
+            "stats_interval", "cache_mb", "bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")
 TEST_LATE_ENV = "STEMDECK_TEST_LATE_CALLBACK_MS"
 FADE_SECONDS = 0.05
 SCORE_LEAD_SECONDS = 0.5       # the score starts this long after ready
@@ -87,10 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reconnect", metavar="SECONDS", type=_reconnect, default=DEFAULT_RECONNECT,
                    help=f"when the audio device is lost, keep trying to reopen it this long "
                         f"(default {DEFAULT_RECONNECT:g}; 0: exit at once)")
+    g.add_argument("--no-movement-bpm", dest="movement_bpm", action="store_const", const="off",
+                   help="ignore /dance/total_movement (the same as --movement-bpm off)")
     g.add_argument("-v", "--verbose", action="store_true", help="also log debugging detail")
     from stemdeck.control import server as osc_server
+    from stemdeck.media import preload
 
     osc_server.add_arguments(parser)
+    preload.add_arguments(parser)
 
 
 # =================================================================================================
@@ -151,8 +155,9 @@ class Server:
     def __init__(self, settings, *, record: str | None = None, score: str | None = None,
                  realtime: bool = False, reconnect: float = DEFAULT_RECONNECT, out=None,
                  rescan: bool = False, test_late_ms: float | None = None,
-                 osc_options: dict | None = None):
+                 osc_options: dict | None = None, preload=None):
         self.settings = settings
+        self.preload_items = preload         # --preload: loaded in the background once ready
         self.osc_options = osc_options       # None: no OSC server (see start_osc)
         self.record_path = record
         self.score_path = score
@@ -233,13 +238,25 @@ class Server:
     def build(self) -> None:
         """Engine, controller, output (opened, not started). Raises DeviceError / UsageError."""
         from stemdeck.audio.output import open_output
-        from stemdeck.control.handlers import Controller, ThreadedLoader
+        from stemdeck.control.handlers import Controller
+        from stemdeck.control.movement import load_movement_config
+        from stemdeck.media.loader import MediaLoader
         from stemdeck.engine.engine import Engine
 
         s = self.settings
-        self.engine = Engine(s.sample_rate, base_bpm=s.bpm)
+        self.engine = Engine(s.sample_rate, base_bpm=s.bpm, keylock_engine=s.keylock_engine)
+        movement = load_movement_config(s.bpm_config, log.warning)
+        # memory-mapped PCM at the engine's rate plays at once; the rest decodes in the background
+        loader = MediaLoader(self.engine, cache_mb=s.cache_mb)
+        for line in loader.describe():
+            self.say(line)
+        m = movement.describe()
+        self.say(f"{'movement tempo':<15} targets {'/'.join(f'{b:g}' for b in m['bpm_targets'])} BPM, "
+                 f"glide {m['glide_up_s']:g} s up / {m['glide_down_s']:g} s down ({m['source']})"
+                 + ("" if s.movement_bpm else "; /dance/total_movement ignored"))
         self.controller = Controller(
-            self.engine, loader=ThreadedLoader(), reply=self._reply, base_bpm=s.bpm,
+            self.engine, loader=loader, reply=self._reply, base_bpm=s.bpm,
+            stretch=s.stretch, movement=movement, movement_bpm=s.movement_bpm,
             on_load_ready=self._load_ready, lookahead=s.buffer_size,
             hooks={"status": self.status_fields, "quit": lambda sender: self.request_stop("/quit")})
         self.output = open_output(self.engine, s, reconnect=self.reconnect, realtime=self.realtime,
@@ -318,6 +335,11 @@ class Server:
                 for line in rt.report_portaudio(self.output):
                     self.say(line)
             osc_close = await start_osc(self)
+            if self.preload_items:
+                from stemdeck.media.preload import start_preload
+
+                # returns at once: the server takes commands while the files load
+                start_preload(self.controller, self.preload_items, out=sys.stderr)
             tasks.append(asyncio.ensure_future(self._drain_events()))
             if self._score_lines is not None:
                 tasks.append(asyncio.ensure_future(self._play_score(self._score_lines)))
@@ -466,9 +488,11 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     try:
         from stemdeck.control.server import server_options
+        from stemdeck.media.preload import read_sources
 
+        preload = read_sources(args.preload)    # a bad folder or list line stops here, with file:line
         server = Server(settings, record=args.record, score=args.score, realtime=args.realtime,
-                        reconnect=args.reconnect, osc_options=server_options(args))
+                        reconnect=args.reconnect, osc_options=server_options(args), preload=preload)
     except ScoreError as exc:
         raise UsageError(str(exc)) from None
     # A signal before the asyncio loop takes over (compiling can take a while
