@@ -343,12 +343,14 @@ def _sweep(plan, sweep, stop, results, progress, say) -> None:
 
 def _write_outputs(args, report, report_mod, say) -> None:
     rec = report["recommendation"]
-    if args.report:
-        report_mod.write_text(args.report, report_mod.markdown(report))
-        say(f"wrote the report to {args.report}")
-    if args.json:
-        report_mod.write_text(args.json, report_mod.to_json(report))
-        say(f"wrote the figures to {args.json}")
+    for path, make, what in ((args.report, report_mod.markdown, "the report"),
+                             (args.json, report_mod.to_json, "the figures")):
+        if path:
+            try:
+                report_mod.write_text(path, make(report))
+                say(f"wrote {what} to {path}")
+            except OSError as exc:        # the table is on the screen already: say, do not lose it
+                say(f"could not write {path}: {exc.strerror or exc}")
     if args.plot:
         try:
             report_mod.plot(report, args.plot)

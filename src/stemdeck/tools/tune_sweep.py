@@ -250,7 +250,11 @@ class Sweep:
 
     # -- setup ---------------------------------------------------------------------------------
     def __enter__(self) -> Sweep:
-        self.prepare()
+        try:
+            self.prepare()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
