@@ -716,3 +716,9 @@ def test_a_full_engine_queue_drops_and_counts_never_blocks():
         c.close()
         srv.stop()
         ctl.close()
+
+
+def test_notify_accepts_supercolliders_client_id(live):
+    c = live.client
+    c.send("/notify", 1, 3)                          # as sclang sends it
+    assert c.expect("/done", first="/notify") == ["/notify"]

@@ -553,6 +553,9 @@ class Controller:
     def _load(self, buffer_id: int, path: str, name: str | None, ctx: Ctx,
               done_address: str | None, bpm: float | None = None) -> BufferInfo:
         """Start loading ``path`` into ``buffer_id``; ``done_address`` gets /done or /fail."""
+        # one spelling of the path from here on: the media root check, the cache key
+        # and the decoder all see the same file
+        path = os.path.expanduser(path)
         if self.check_path is not None:
             self.check_path(path)             # refuses before anything changes
         # what the ID holds keeps playing until the new sample is ready; the engine
@@ -1142,7 +1145,8 @@ class Controller:
         major, minor = int(parts[0]), int(parts[1])
         self._emit(ctx.sender, "/version.reply", "stemdeck", major, minor, "." + parts[2], "", "")
 
-    def on_notify(self, ctx, *, on):
+    def on_notify(self, ctx, *, on, client_id=None):
+        # client_id: sclang sends one; scsynth uses it to tag replies, we need not
         hook = self.hooks.get("notify")
         if hook is None:
             raise CommandError("/notify is only available on a live server")

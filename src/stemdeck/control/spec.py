@@ -622,7 +622,10 @@ MESSAGES: tuple[Message, ...] = (
         reply="`/version.reply stemdeck major minor patch`", origin="scsynth"),
     Message(
         "/notify", "notify", "Subscribe the sender to events (or unsubscribe).",
-        "Status and server", (Arg("on", "bool", "1 subscribe, 0 unsubscribe"),),
+        "Status and server", (Arg("on", "bool", "1 subscribe, 0 unsubscribe"),
+                              Arg("client_id", "int", "SuperCollider's client ID, as sclang sends it "
+                                                      "(accepted and ignored)", 0, 2**31 - 1, None,
+                                  default_text="none")),
         example="/notify 1", reply="`/done /notify`; then `/loaded id`, `/ended id`, "
                                    "`/underrun count`, `/late seconds address`, `/beat bar beat`",
         origin="scsynth", live_only=True),
@@ -679,7 +682,8 @@ def parse(address: str, args=()) -> Call:
 
 def _convert(arg: Arg, value):
     if value is None:
-        raise _Bad(f"{arg.name} is nil; send a {TYPES[arg.type].name}")
+        kind = TYPES[arg.type].name
+        raise _Bad(f"{arg.name} is nil; send {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
     return arg.convert(value)
 
 
