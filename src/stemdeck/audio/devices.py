@@ -139,14 +139,13 @@ def rescan() -> AudioSystem:
     Needed to see a device plugged in (or a JACK server started) after the
     first scan, e.g. when reconnecting after a device loss. PortAudio
     closes every open stream when it terminates, so call this only while
-    no stream is open.
+    no stream is open. Goes through the output's PortAudio runtime, which
+    knows when terminating would abort the process (a JACK server died under
+    it) and loads a fresh PortAudio instead.
     """
-    sd = _sounddevice()
-    # sounddevice offers no public re-initialisation; these two are what its
-    # own import and atexit handler call.
-    sd._terminate()
-    sd._initialize()
-    return query()
+    from stemdeck.audio.portaudio import runtime
+
+    return runtime().rescan()
 
 
 def _listing(devices) -> str:
