@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"seconds measured per size (default {DEFAULT_SECONDS:g})")
     when.add_argument("--quick", action="store_true", help=f"{QUICK_SECONDS:g} s per size")
     g.add_argument("--with-load", action="store_true",
-                   help="also load a five-minute WAV every few seconds and send 500 OSC-sized "
+                   help="also load a five-minute track (FLAC, then WAV) every 4 s and send 500 OSC-sized "
                         "messages per second, as a busy live set does")
     g.add_argument("--keylock", action="store_true", help="key lock on all four decks (Rubber Band)")
     loud = g.add_mutually_exclusive_group()
@@ -192,7 +192,8 @@ def _workload_text(plan) -> str:
     if plan.keylock:
         text += " with key lock on every deck"
     if plan.with_load:
-        text += ", plus a five-minute WAV loaded every 4 s and 500 OSC-sized messages per second"
+        text += (", plus a five-minute track loaded every 4 s (a FLAC decoded and a WAV memory-mapped, in turn) "
+                 "and 500 OSC-sized messages per second")
     return text
 
 

@@ -15,8 +15,12 @@ the same workload.
 
 ``--with-load`` makes the main thread a busy control thread, as in a live
 set: every :data:`LOAD_EVERY` seconds a ``/load_buffer`` of a five-minute
-WAV (two names for one file, so each load really decodes) goes through the
-Controller and its loader thread, exactly as an OSC client's would, and
+track goes through the Controller and the media loader ``serve`` uses
+(:class:`~stemdeck.media.loader.MediaLoader`, with its read-ahead thread),
+exactly as an OSC client's would: a FLAC (decoded on the loader's decode
+thread: 106 MB of float samples) and a 16-bit WAV (memory-mapped)
+alternately, into one buffer, so each replaces and frees the other; the
+loader's cache is off so that every load is a real one. And
 :data:`MESSAGES_PER_SECOND` OSC-sized knob messages (``/deck_eq``,
 ``/deck_levels``, ``/crossfade_levels``) are parsed, validated and posted.
 
@@ -148,29 +152,26 @@ class _Stress:
 
     @staticmethod
     def _make_files(folder: str) -> list[str]:
-        """A five-minute 16-bit stereo WAV at 44.1 kHz (53 MB), and a second
-        name for it, so alternating loads are not served from the sample table."""
+        """Five minutes of quiet stereo noise at 44.1 kHz, 16-bit, as FLAC
+        (40 MB; decoded when loaded) and as WAV (53 MB; memory-mapped when
+        the engine runs at 44.1 kHz, decoded and resampled at 48 kHz)."""
         import numpy as np
         import soundfile as sf
 
-        path = os.path.join(folder, "tune-load-a.wav")
         frames = LOAD_FILE_SECONDS * 44100
         rng = np.random.default_rng(1)
         chunk = (rng.standard_normal((1 << 18, 2)) * 1000).astype(np.int16)
-        with sf.SoundFile(path, "w", samplerate=44100, channels=2, subtype="PCM_16") as f:
-            left = frames
-            while left > 0:
-                n = min(left, len(chunk))
-                f.write(chunk[:n])
-                left -= n
-        other = os.path.join(folder, "tune-load-b.wav")
-        try:
-            os.link(path, other)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(path, other)
-        return [path, other]
+        paths = []
+        for name in ("tune-load.flac", "tune-load.wav"):
+            path = os.path.join(folder, name)
+            with sf.SoundFile(path, "w", samplerate=44100, channels=2, subtype="PCM_16") as f:
+                left = frames
+                while left > 0:
+                    n = min(left, len(chunk))
+                    f.write(chunk[:n])
+                    left -= n
+            paths.append(path)
+        return paths
 
     def reply(self, sender, address, args) -> None:
         if address in ("/done", "/fail") and args and args[0] == "/load_buffer":
@@ -212,16 +213,21 @@ class _Stress:
         self._t0, self._base_sent = now, self.sent
         self._next_load = now + WARMUP_SECONDS + 0.5
 
-    def mark(self) -> tuple[int, int, int]:
-        return self.sent, len(self.loads_done), len(self.load_failures)
+    def _kinds(self) -> dict:
+        return dict(getattr(self.controller.loader, "loads", {}))
 
-    def figures(self, since: tuple[int, int, int]) -> dict:
+    def mark(self) -> tuple:
+        return self.sent, len(self.loads_done), len(self.load_failures), self._kinds()
+
+    def figures(self, since: tuple) -> dict:
         """What was done since :meth:`mark` returned ``since``."""
         import numpy as np
 
         loads = self.loads_done[since[1]:]
-        return {"messages": self.sent - since[0], "loads": len(loads),
+        kinds = {k: v - since[3].get(k, 0) for k, v in self._kinds().items() if v - since[3].get(k, 0)}
+        return {"messages": self.sent - since[0], "loads": len(loads), "load_kinds": kinds,
                 "load_seconds_median": float(np.median(loads)) if loads else None,
+                "load_seconds_max": float(max(loads)) if loads else None,
                 "load_failures": self.load_failures[since[2]:][:3]}
 
 
@@ -288,15 +294,16 @@ class Sweep:
                                      "measured without key lock")
             self.say(self.keylock_note)
         if plan.with_load:
-            from stemdeck.control.handlers import Controller, ThreadedLoader
+            from stemdeck.control.handlers import Controller
+            from stemdeck.media.loader import MediaLoader
 
             self._tmp = tempfile.TemporaryDirectory(prefix="stemdeck-tune-")
             holder = {}
-            self.controller = Controller(engine, loader=ThreadedLoader(),
+            self.controller = Controller(engine, loader=MediaLoader(engine, cache_mb=0),
                                          reply=lambda s, a, args: holder["stress"].reply(s, a, args))
             t0 = time.monotonic()
             self.stress = holder["stress"] = _Stress(self.controller, self._tmp.name, plan.sample_rate)
-            self.say(f"--with-load: a {LOAD_FILE_SECONDS // 60}-minute WAV loaded every {LOAD_EVERY:g} s "
+            self.say(f"--with-load: a {LOAD_FILE_SECONDS // 60}-minute FLAC or WAV loaded every {LOAD_EVERY:g} s "
                      f"and {MESSAGES_PER_SECOND} OSC-sized messages per second "
                      f"(file made in {time.monotonic() - t0:.1f} s)")
         rt.prefault(engine)                   # as serve: no first-touch page faults in the callback
