@@ -185,7 +185,8 @@ def test_preload_by_list_binds_ids_and_the_server_answers_meanwhile(tmp_path, li
             ("/done", ("/load_buffer", 1100)),
             ("/done", ("/load_buffer", 100)),
         ], key=str)
-        assert got[-1] == ("/done", ("/load_buffer", 100))          # the decode finished last
+        # (no order between them: the missing file fails on another loader thread,
+        # which may answer before or after the gated decode)
         assert c.buffers[100].name == "bass" and c.buffers[1100].state == "ready"
         assert c.playing(100)                                     # the waiting /play_stem ran
         counts = p.counts()
