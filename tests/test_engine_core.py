@@ -145,3 +145,40 @@ def test_48k_engine_and_unsupported_rates():
     assert e.stats()["beats"] == pytest.approx(0.2)
     with pytest.raises(CommandError, match="44100 or 48000"):
         Engine(22050)
+
+
+def test_clock_snapshot_is_the_clock_at_the_last_block_boundary():
+    e = Engine()
+    snap = e.clock_snapshot()
+    assert snap["frame"] == 0 and snap["bpm"] == 120.0 and snap["beats"] == 0.0
+    e.set_tempo(132.0, ramp=1.0)
+    render(e, 1000, 256)
+    snap = e.clock_snapshot()
+    assert snap["frame"] == 1000
+    assert snap["beats"] == e.stats()["beats"]
+    assert snap["bpm"] == pytest.approx(120.0 + 12.0 * 1000 / SR)
+    assert snap["bpm_target"] == 132.0 and snap["ramp_frames"] == SR - 1000
+
+
+def test_clock_snapshot_is_consistent_while_the_audio_thread_runs():
+    # a reader on another thread never sees the frame of one block with the
+    # beats of another: at 120 BPM, beats == frame / 22050 exactly
+    import threading
+
+    e = Engine()
+    stop = threading.Event()
+    out = np.zeros((64, 2), np.float32)
+
+    def audio():
+        while not stop.is_set():
+            e.run_callback(out)
+
+    t = threading.Thread(target=audio)
+    t.start()
+    try:
+        for _ in range(20000):
+            snap = e.clock_snapshot()
+            assert snap["beats"] == pytest.approx(snap["frame"] / 22050.0, abs=1e-9)
+    finally:
+        stop.set()
+        t.join()

@@ -24,7 +24,6 @@ Threads:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 
 #: Beats closer than this to a boundary count as on it (the engine's float sum
@@ -123,15 +122,14 @@ class BeatGrid:
         return whole // self.meter + 1, whole % self.meter + 1, phase
 
 
-def engine_clock(engine, tries: int = 200) -> ClockState:
+def engine_clock(engine) -> ClockState:
     """A consistent snapshot of the engine's clock at a block boundary.
 
     The kernel advances the beat counter segment by segment and the frame
     counter at the end of the block, so a plain read during a callback can
-    mix two blocks. The callback counts itself in at its start
-    (``CT_CALLBACKS``) and out at its end (``CT_DUR_INDEX``): the read is
-    retried until no callback ran during it (about one callback's duration
-    at most). Offline renders run on the caller's own thread: no race.
+    mix two blocks; :meth:`Engine.clock_snapshot` reads what the kernel
+    publishes at each block boundary under a seqlock (release/acquire
+    ordering, so it holds on ARM too).
     An engine without counters (the planner's RecordingEngine) reports its
     frame, bpm and beats from ``stats()``.
     """
@@ -141,26 +139,10 @@ def engine_clock(engine, tries: int = 200) -> ClockState:
         bpm = float(st.get("bpm", 120.0))
         return ClockState(int(st.get("frame", getattr(engine, "frame", 0))), float(st.get("beats", 0.0)),
                           bpm, bpm, 0.0, 0)
-    from stemdeck.engine import layout as L
-
-    ct, ck = state.counters, state.clock
-    snap = None
-    for attempt in range(tries):
-        done = int(ct[L.CT_DUR_INDEX])
-        started = int(ct[L.CT_CALLBACKS])
-        frame = int(ct[L.CT_FRAME])
-        values = ck.copy()
-        if started == done and int(ct[L.CT_CALLBACKS]) == started and int(ct[L.CT_FRAME]) == frame:
-            snap = (frame, values)
-            break
-        if attempt > 4:
-            time.sleep(0.0001)
-    if snap is None:                     # a stuck callback: the best guess there is
-        snap = (int(ct[L.CT_FRAME]), ck.copy())
-    frame, v = snap
-    left = int(round(v[L.CK_BPM_REM])) if v[L.CK_BPM_REM] > 0 else 0
-    step = float(v[L.CK_BPM_STEP]) if left > 0 else 0.0
-    return ClockState(frame, float(v[L.CK_BEATS]), float(v[L.CK_BPM]), float(v[L.CK_BPM_TGT]), step, left)
+    snap = engine.clock_snapshot()
+    left = snap["ramp_frames"] if snap["ramp_frames"] > 0 else 0
+    step = snap["bpm_step"] if left > 0 else 0.0
+    return ClockState(snap["frame"], snap["beats"], snap["bpm"], snap["bpm_target"], step, left)
 
 
 class TempoMap:

@@ -296,6 +296,19 @@ class Engine:
     def _reclaim(self) -> None:
         self.events()
 
+    def clock_snapshot(self) -> dict:
+        """The engine's clock as of its last block boundary, consistent (the
+        frame and the tempo clock from the same block) from any thread: the
+        kernel publishes it under a seqlock with release/acquire ordering,
+        so this holds on ARM as on x86. Keys: frame, beats, bpm, bpm_target,
+        bpm_step (per frame), ramp_frames (left in a tempo ramp)."""
+        out = np.empty(L.NSNAP, np.float64)
+        if not rings.read_clock(self.state.clock_snap, self.state.clock_seq, out):
+            raise RuntimeError("the audio thread is stuck publishing its clock")
+        return {"frame": int(out[L.SN_FRAME]), "beats": float(out[L.SN_BEATS]), "bpm": float(out[L.SN_BPM]),
+                "bpm_target": float(out[L.SN_BPM_TGT]), "bpm_step": float(out[L.SN_BPM_STEP]),
+                "ramp_frames": int(round(out[L.SN_BPM_REM]))}
+
     def stats(self) -> dict:
         """Counters for status replies and reports (a consistent-enough snapshot)."""
         ct = self.state.counters

@@ -27,7 +27,7 @@ from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine.apply import apply_command, drain_commands
 from stemdeck.engine.mixer import master_bus, render_decks
-from stemdeck.engine.rings import record_block
+from stemdeck.engine.rings import publish_clock, record_block
 from stemdeck.engine.rt import monotonic_ns, thread_major_faults
 from stemdeck.engine.state import (JIT, N_ARRAYS, S_BUS, S_CLOCK, S_COUNTERS, S_DECK_ACTIVE, S_DURATIONS,
                                    S_KL_I, S_PARAMS, S_PENDING, unpack)
@@ -114,6 +114,7 @@ def render_block(st, out, n):
                 pending[j - head, k] = pending[j, k]
         counters[L.CT_PENDING] = count - head
     counters[L.CT_FRAME] = frame + n
+    publish_clock(st, frame + n)
     counters[L.CT_BLOCKS] += 1
 
 

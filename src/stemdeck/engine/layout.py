@@ -81,6 +81,9 @@ KL_SCRATCH = 8192              # the stretcher's maximum process size
 KL_FIFO = 16384                # stretched output waiting to be mixed (a power of two)
 KL_DELAY = 16384               # the unstretched path's delay line (a power of two)
 
+# the clock as of the last block boundary, published for other threads (seqlock)
+SN_FRAME, SN_BEATS, SN_BPM, SN_BPM_TGT, SN_BPM_STEP, SN_BPM_REM, NSNAP = range(7)
+
 # ring index arrays keep writer and reader 64 bytes apart (no false sharing)
 IX_WRITE, IX_READ = 0, 8
 
@@ -119,6 +122,8 @@ class State:
     kl_out: np.ndarray
     kl_fifo: np.ndarray
     kl_delay: np.ndarray
+    clock_snap: np.ndarray
+    clock_seq: np.ndarray
     table: np.ndarray = None
 
     @classmethod
@@ -157,6 +162,8 @@ class State:
             kl_out=np.zeros((DECKS, 2, KL_SCRATCH), np.float32),
             kl_fifo=np.zeros((DECKS, KL_FIFO, 2), np.float32),
             kl_delay=np.zeros((DECKS, KL_DELAY, 2), np.float32),
+            clock_snap=np.zeros(NSNAP, np.float64),
+            clock_seq=np.zeros(16, np.int64),
         )
         s.counters[CT_SAMPLE_RATE] = sample_rate
         s.params[P_LIMITER_ON] = 1.0
@@ -165,6 +172,7 @@ class State:
         s.params[P_DEFAULT_RAMP] = round(0.005 * sample_rate)  # 5 ms knob ramps: no zipper noise
         s.clock[CK_BPM] = s.clock[CK_BPM_TGT] = s.clock[CK_BASE_BPM] = base_bpm
         s.clock[CK_A_BPM] = s.clock[CK_A_TGT] = base_bpm
+        s.clock_snap[SN_BPM] = s.clock_snap[SN_BPM_TGT] = base_bpm
         for r in range(NRAMPS):
             s.ramps[r, RP_CUR] = s.ramps[r, RP_TGT] = 1.0
         s.limiter[LM_GAIN] = 1.0

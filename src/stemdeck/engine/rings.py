@@ -2,7 +2,9 @@
 
 - commands: control thread -> audio thread (``ring_push``; drained in apply.py);
 - events: audio thread -> control/reporter thread (``post_event``, ``events_drain``);
-- record: audio thread -> recorder thread (``record_block``, ``record_drain``).
+- record: audio thread -> recorder thread (``record_block``, ``record_drain``);
+- the clock: audio thread -> any thread (``publish_clock``, ``read_clock``), a
+  seqlock rather than a ring: readers want the latest value, not every one.
 
 Each publishes a record by storing the index after the record with release
 ordering; the reader loads the index with acquire ordering (rt.py). A full
@@ -16,8 +18,9 @@ from numba import njit
 
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
-from stemdeck.engine.rt import load_acquire, store_release
-from stemdeck.engine.state import JIT, S_COUNTERS, S_EVENTS, S_EVENTS_INDEX, S_RECORD, S_RECORD_INDEX
+from stemdeck.engine.rt import fence_acquire, fence_release, load_acquire, store_release
+from stemdeck.engine.state import (JIT, S_CLOCK, S_CLOCK_SEQ, S_CLOCK_SNAP, S_COUNTERS, S_EVENTS,
+                                   S_EVENTS_INDEX, S_RECORD, S_RECORD_INDEX)
 
 
 @njit(**JIT)
@@ -103,3 +106,39 @@ def record_drain(ring, index, out):
         out[i, 1] = ring[row, 1]
     store_release(index, L.IX_READ, r + k)
     return k
+
+
+@njit(**JIT)
+def publish_clock(st, frame):
+    """Audio thread, at a block boundary: the frame counter and the tempo
+    clock, for readers on other threads. The count is odd while writing."""
+    seq = st[S_CLOCK_SEQ]
+    snap = st[S_CLOCK_SNAP]
+    clock = st[S_CLOCK]
+    n = seq[0]
+    seq[0] = n + 1
+    fence_release()                      # readers see the odd count before any new value
+    snap[L.SN_FRAME] = frame
+    snap[L.SN_BEATS] = clock[L.CK_BEATS]
+    snap[L.SN_BPM] = clock[L.CK_BPM]
+    snap[L.SN_BPM_TGT] = clock[L.CK_BPM_TGT]
+    snap[L.SN_BPM_STEP] = clock[L.CK_BPM_STEP]
+    snap[L.SN_BPM_REM] = clock[L.CK_BPM_REM]
+    store_release(seq, 0, n + 2)         # ... and every new value before the even count
+
+
+@njit(nogil=True, cache=True)
+def read_clock(snap, seq, out):
+    """Any thread: copy the latest published clock into ``out``; retries while
+    a block is being published (a few hundred nanoseconds). Returns False if
+    the audio thread never let go (a stuck writer)."""
+    for _ in range(100000):
+        before = load_acquire(seq, 0)
+        if before & 1:
+            continue
+        for i in range(snap.shape[0]):
+            out[i] = snap[i]
+        fence_acquire()                  # the copies stay before the second look
+        if load_acquire(seq, 0) == before:
+            return True
+    return False

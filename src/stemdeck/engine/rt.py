@@ -169,3 +169,27 @@ def _thread_major_faults(typingctx):
 @njit(nogil=True, cache=True)
 def thread_major_faults():
     return _thread_major_faults()
+
+
+@intrinsic
+def fence_acquire(typingctx):
+    """Later loads stay after every earlier load (the seqlock reader's second check)."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def fence_release(typingctx):
+    """Earlier stores become visible before any later store (the seqlock writer's odd count)."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -18,8 +18,9 @@ JIT = dict(nogil=True, cache=True, error_model="numpy")
 (S_COUNTERS, S_PARAMS, S_CLOCK, S_RAMPS, S_VF, S_VI, S_SLOTS, S_SLOT_REFS, S_BUFFERS,
  S_BUFFER_BPM, S_RING, S_RING_INDEX, S_PENDING, S_EVENTS, S_EVENTS_INDEX, S_EQ_COEFS,
  S_EQ_STATE, S_BUS, S_LIMITER, S_DURATIONS, S_DECK_ACTIVE, S_RECORD, S_RECORD_INDEX,
- S_KL_I, S_KL_F, S_KL_FN, S_KL_PTRS, S_KL_IN, S_KL_OUT, S_KL_FIFO, S_KL_DELAY) = range(31)
-N_ARRAYS = 31
+ S_KL_I, S_KL_F, S_KL_FN, S_KL_PTRS, S_KL_IN, S_KL_OUT, S_KL_FIFO, S_KL_DELAY, S_CLOCK_SNAP,
+ S_CLOCK_SEQ) = range(33)
+N_ARRAYS = 33
 
 
 @njit(inline="always")
@@ -63,4 +64,6 @@ def unpack(table):
         carray(_p(t, 28), (t[28, 1], t[28, 2], t[28, 3]), np.float32),
         carray(_p(t, 29), (t[29, 1], t[29, 2], t[29, 3]), np.float32),
         carray(_p(t, 30), (t[30, 1], t[30, 2], t[30, 3]), np.float32),
+        carray(_p(t, 31), (t[31, 1],), np.float64),
+        carray(_p(t, 32), (t[32, 1],), np.int64),
     )
