@@ -265,3 +265,22 @@ def test_cli_exit_codes(media, capsys):
         assert exit_info.value.code == 2
         assert listed in capsys.readouterr().err
     assert not (media / "x.wav").exists()
+
+
+def test_the_rendered_file_gets_the_usual_permissions(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    score = tmp_path / "s.score"
+    score.write_text("0.0 /test_tone 440 0.2\n")
+    out = tmp_path / "o.wav"
+    old = os.umask(0o022)
+    try:
+        r = subprocess.run([sys.executable, "-m", "stemdeck", "render", str(score), "-o", str(out),
+                            "--no-progress"], capture_output=True, text=True, timeout=120)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

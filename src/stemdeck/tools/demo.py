@@ -100,7 +100,7 @@ def play_live(score: Path, args):
         server.build()
     except NoOutputDeviceError as exc:
         server.abort()
-        return None, str(exc).splitlines()[0]
+        return None, str(exc).splitlines()[0].split(". ")[0]   # the finding, not serve's advice
     except DeviceError as exc:
         server.abort()
         if getattr(args, "device", None) is not None:

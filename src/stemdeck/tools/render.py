@@ -259,6 +259,10 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
                     bar.update(frame / sample_rate)
                     shown = frame
         late = int(engine.stats()["late_commands"])
+        # mkstemp made the file private (0600); give it the mode any new file gets
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         try:
