@@ -180,18 +180,8 @@ def offline(engine_name: str, block: int, seconds: float) -> dict:
 
 
 def jack_xruns(server) -> tuple[int, int, int]:
-    """XRun lines in jackd's log: (blamed on stemdeck's PortAudio client, on the
-    witness jack_metro, the dummy driver's own)."""
-    ours = witness = driver = 0
-    for line in server.log().splitlines():
-        if "XRun" in line:
-            if "client = PortAudio" in line:
-                ours += 1
-            elif "client = witness" in line:
-                witness += 1
-            else:
-                driver += 1
-    return ours, witness, driver
+    """jackd's XRun lines: (ours, the witness's, the driver's own)."""
+    return server.xruns_by_client()
 
 
 def live(engine_name: str, block: int, seconds: float) -> dict:

@@ -167,18 +167,8 @@ class Durations:
 
 
 def jack_xruns(server) -> tuple[int, int, int]:
-    """XRuns in jackd's log: (blamed on our client, blamed on the witness
-    client jack_metro, of the dummy driver's own timer)."""
-    ours = witness = driver = 0
-    for line in server.log().splitlines():
-        if "XRun" in line:
-            if "client = PortAudio" in line:
-                ours += 1
-            elif "client = witness" in line:
-                witness += 1
-            else:
-                driver += 1
-    return ours, witness, driver
+    """jackd's XRun lines: (ours, the witness's, the driver's own)."""
+    return server.xruns_by_client()
 
 
 def run_phase(name: str, jack, args, big_wav: str | None) -> dict:

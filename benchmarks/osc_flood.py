@@ -336,20 +336,8 @@ def conduct(args) -> int:
 
 
 def jack_xruns(jack) -> tuple[int, int, int] | None:
-    """jackd's XRun lines: (blamed on stemdeck's PortAudio client, on the
-    witness jack_metro, others: the dummy driver's timer)."""
-    if jack is None:
-        return None
-    ours = witness = other = 0
-    for line in jack.log().splitlines():
-        if "XRun" in line:
-            if "client = PortAudio" in line:
-                ours += 1
-            elif "client = witness" in line:
-                witness += 1
-            else:
-                other += 1
-    return ours, witness, other
+    """jackd's XRun lines: (ours, the witness's, the driver's); None without JACK."""
+    return None if jack is None else jack.xruns_by_client()
 
 
 def summarise(args, backend, quiet, under_flood, lost, flood_result, report, xruns) -> int:

@@ -292,6 +292,17 @@ class JackServer:
         """XRun lines jackd has logged so far: one per late client cycle."""
         return sum(1 for line in self.log().splitlines() if "XRun" in line)
 
+    def xruns_by_client(self, ours: str = "PortAudio", witness: str = "witness") -> tuple[int, int, int]:
+        """XRun lines so far, split three ways: blamed on client ``ours``
+        (stemdeck's PortAudio client), on the ``witness`` client (a
+        jack_metro run beside it, to tell the machine's stalls from ours),
+        and the rest (the dummy driver's own timer)."""
+        counts = [0, 0, 0]
+        for line in self.log().splitlines():
+            if "XRun" in line:
+                counts[0 if f"client = {ours}" in line else 1 if f"client = {witness}" in line else 2] += 1
+        return tuple(counts)
+
     def ports(self) -> list[str]:
         """Port names on the server (``jack_lsp``)."""
         result = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=10, check=False)
