@@ -182,3 +182,19 @@ def test_clock_snapshot_is_consistent_while_the_audio_thread_runs():
     finally:
         stop.set()
         t.join()
+
+
+def test_an_untimed_commands_grouping_frame_is_not_a_deadline():
+    # a live message with no time is posted a block ahead (Soon) so that its
+    # commands land together; if the audio thread gets there first they run
+    # at once and are not counted late. A real deadline that passes is.
+    from stemdeck.engine.commands import Soon
+
+    e = loaded({100: np.full((SR, 2), 0.5, np.float32)})
+    render(e, 1000)
+    e.play(100, loop=True, at=Soon(500))
+    out = render(e, 256)
+    assert out[0, 0] > 0 and e.stats()["late_commands"] == 0
+    e.set_volume(100, 0.2, at=600)
+    render(e, 256)
+    assert e.stats()["late_commands"] == 1

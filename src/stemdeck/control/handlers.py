@@ -43,6 +43,7 @@ from typing import Any, Callable
 from stemdeck.control import spec
 from stemdeck.control.movement import MovementConfig
 from stemdeck.control.tempo import BeatGrid, TempoMap, engine_clock
+from stemdeck.engine.commands import Soon
 from stemdeck.errors import CommandError, MediaError
 
 log = logging.getLogger("stemdeck.control")
@@ -496,9 +497,12 @@ class Controller:
         return frame, frame
 
     def _together(self, at: int | None) -> int | None:
-        """The ``at`` for several commands that must land on one frame."""
+        """The ``at`` for several commands that must land on one frame. For a
+        message that came with no time it is a grouping, not a deadline
+        (:class:`~stemdeck.engine.commands.Soon`): if the audio thread gets
+        there first they run at once, without counting as late."""
         if at is None and self.lookahead > 0:
-            return int(self.engine.frame) + self.lookahead
+            return Soon(int(self.engine.frame) + self.lookahead)
         return at
 
     def _touch(self, frame: int):

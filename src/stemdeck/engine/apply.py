@@ -20,7 +20,7 @@ from stemdeck.engine.voice import fade_out, release_slot_if_unused, start_voice
 
 @njit(**JIT)
 def command_lead(st, rec):
-    op = int(rec[C.F_OP])
+    op = int(rec[C.F_OP]) & C.OP_MASK
     target = int(rec[C.F_TARGET])
     if op == C.OP_DECK_STOP:
         deck = target
@@ -52,22 +52,24 @@ def drain_commands(st, block_start):
             counters[L.CT_PENDING_FULL] += 1
             continue
         frame = ring[row, C.F_FRAME]
+        op = int(ring[row, C.F_OP])
         if frame < block_start:
-            if frame != C.ASAP:
+            if frame != C.ASAP and not op & C.SOFT:
                 counters[L.CT_LATE] += 1
-                post_event(st, C.EV_LATE, ring[row, C.F_OP], block_start - frame, ring[row, C.F_TARGET])
+                post_event(st, C.EV_LATE, op & C.OP_MASK, block_start - frame, ring[row, C.F_TARGET])
             frame = block_start
         else:
             # a deck running ahead for key lock hears its voices `lookahead`
             # frames after they render: their commands apply that much earlier
             frame = max(block_start, frame - command_lead(st, ring[row]))
-        if ring[row, C.F_OP] == C.OP_BIND:
+        op &= C.OP_MASK
+        if op == C.OP_BIND:
             st[S_BUFFERS][int(ring[row, C.F_TARGET]), L.BF_PLANNED_DECK] = int(ring[row, C.F_B])
-        if ring[row, C.F_OP] == C.OP_KEYLOCK:
+        if op == C.OP_KEYLOCK:
             # voice commands drained after this one already see the deck ahead
             st[S_KL_I][int(ring[row, C.F_TARGET]), L.KI_PLANNED] = 1 if ring[row, C.F_A] != 0.0 else 0
         _insert(pending, counters, ring[row], frame, -1)
-        if ring[row, C.F_OP] == C.OP_TEMPO and count + 1 < pending.shape[0]:
+        if op == C.OP_TEMPO and count + 1 < pending.shape[0]:
             # the same change for the clock of decks running ahead, a lookahead early
             # (due a lookahead before the timeline applies it, which is at once if late)
             due = max(ring[row, C.F_FRAME], block_start) - st[S_PARAMS][L.P_LOOKAHEAD]
@@ -159,7 +161,7 @@ def apply_command(st, rec, frame):
     ramps = st[S_RAMPS]
     params = st[S_PARAMS]
     clock = st[S_CLOCK]
-    op = int(rec[C.F_OP])
+    op = int(rec[C.F_OP]) & C.OP_MASK
     target = int(rec[C.F_TARGET])
     a = rec[C.F_A]
     b = rec[C.F_B]

@@ -40,6 +40,19 @@ OP_KEYLOCK = 15      # deck / a=1 on, 0 off
 OP_TEMPO_AHEAD = 16  # (made by the engine from OP_TEMPO) as OP_TEMPO, c=the frame it was due
 OP_COUNT = 17
 
+# A flag on the op code: the command belongs to a message that came with no
+# time ("as soon as possible"); its frame only keeps the message's commands
+# together. If that frame has passed when the engine sees it, it runs at once
+# and is not counted late: only scheduled and timetagged commands can be late.
+SOFT = 1 << 10
+OP_MASK = SOFT - 1
+
+
+class Soon(int):
+    """An ``at`` frame that only keeps an untimed message's commands together
+    (posted with the SOFT flag). Arithmetic on it gives a plain int, so a
+    frame computed from it is an ordinary deadline again."""
+
 # PLAY flags
 PLAY_LOOP = 1
 

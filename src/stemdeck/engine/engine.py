@@ -163,11 +163,14 @@ class Engine:
     # -- commands (control thread) ---------------------------------------------
     def post(self, op: int, target: float = 0.0, a: float = 0.0, b: float = 0.0, c: float = 0.0,
              d: float = 0.0, e: float = 0.0, f: float = 0.0, *, at: int | None = None) -> bool:
-        """Push one command record; ``at`` is an absolute frame (None: next block).
-        Returns False (and counts it) when the ring is full: never blocks."""
+        """Push one command record; ``at`` is an absolute frame (None: next block;
+        a :class:`~stemdeck.engine.commands.Soon` frame: that frame if it is still
+        ahead, else at once, never counted late). Returns False (and counts it)
+        when the ring is full: never blocks."""
         self._seq += 1
         frame = C.ASAP if at is None else float(at)
-        ok = rings.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op),
+        soft = C.SOFT if isinstance(at, C.Soon) else 0     # see commands.Soon
+        ok = rings.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op | soft),
                               float(target), a, b, c, d, e, f)
         if not ok:
             self.state.counters[L.CT_DROPPED] += 1
