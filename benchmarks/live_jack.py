@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))          # tests/jackserver.py
 
 SR = 44100
 BIG_WAV_BYTES = 140_000_000
-MESSAGES_PER_SECOND = 500
+from stemdeck.tools.workload import MESSAGES_PER_SECOND, knob_message  # noqa: E402
 
 
 # -- load generators ----------------------------------------------------------------------------
@@ -113,14 +113,7 @@ class Stress:
         while not self.stop.is_set():
             due = round((time.monotonic() - t0) * MESSAGES_PER_SECOND)
             while self.sent < due:
-                kind = self.sent % 10
-                if kind < 6:      # EQ knobs, kept off unity like the workload's
-                    self.send("/deck_eq", [int(rng.integers(0, 4)), int(rng.integers(0, 3)),
-                                           float(rng.uniform(35, 65))])
-                elif kind < 8:
-                    self.send("/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, 4)])
-                else:
-                    self.send("/crossfade_levels", [float(rng.uniform(0.45, 0.55)), 1.0])
+                self.send(*knob_message(self.sent, rng))
                 self.sent += 1
             k += 1
             delay = t0 + k * 0.01 - time.monotonic()

@@ -21,7 +21,7 @@ exactly as an OSC client's would: a FLAC (decoded on the loader's decode
 thread: 106 MB of float samples) and a 16-bit WAV (memory-mapped)
 alternately, into one buffer, so each replaces and frees the other; the
 loader's cache is off so that every load is a real one. And
-:data:`MESSAGES_PER_SECOND` OSC-sized knob messages (``/deck_eq``,
+:data:`stemdeck.tools.workload.MESSAGES_PER_SECOND` OSC-sized knob messages (``/deck_eq``,
 ``/deck_levels``, ``/crossfade_levels``) are parsed, validated and posted.
 
 Test hooks (environment variables read by ``stemdeck tune``; not for
@@ -60,7 +60,6 @@ FADE_SECONDS = 0.03
 LOAD_EVERY = 4.0              # --with-load: one large-file load this often
 LOAD_FILE_SECONDS = 300       # a five-minute track
 LOAD_BUFFER_ID = 3999         # deck D, unused by the reference workload
-MESSAGES_PER_SECOND = 500
 
 log = logging.getLogger("stemdeck.tune")
 
@@ -192,16 +191,11 @@ class _Stress:
             c.handle("/load_buffer", [LOAD_BUFFER_ID, self.paths[self.loads_started % 2]])
             self.loads_started += 1
             self._next_load = now + LOAD_EVERY
+        from stemdeck.tools.workload import MESSAGES_PER_SECOND, knob_message
+
         due = self._base_sent + int((now - self._t0) * MESSAGES_PER_SECOND)
         while self.sent < due:
-            kind = self.sent % 10
-            if kind < 6:          # EQ knobs, kept off flat like the workload's
-                c.handle("/deck_eq", [int(rng.integers(0, 4)), int(rng.integers(0, 3)),
-                                      float(rng.uniform(35, 65))])
-            elif kind < 8:
-                c.handle("/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, 4)])
-            else:
-                c.handle("/crossfade_levels", [float(rng.uniform(0.45, 0.55)), 1.0])
+            c.handle(*knob_message(self.sent, rng))
             self.sent += 1
         c.poll()
 
@@ -303,6 +297,8 @@ class Sweep:
                                          reply=lambda s, a, args: holder["stress"].reply(s, a, args))
             t0 = time.monotonic()
             self.stress = holder["stress"] = _Stress(self.controller, self._tmp.name, plan.sample_rate)
+            from stemdeck.tools.workload import MESSAGES_PER_SECOND
+
             self.say(f"--with-load: a {LOAD_FILE_SECONDS // 60}-minute FLAC or WAV loaded every {LOAD_EVERY:g} s "
                      f"and {MESSAGES_PER_SECOND} OSC-sized messages per second "
                      f"(file made in {time.monotonic() - t0:.1f} s)")

@@ -14,6 +14,7 @@ from stemdeck.engine.dsp.crossfade import crossfader_gains
 from stemdeck.engine.dsp.eq import knob_to_gain
 
 DECK_BASE_IDS = (100, 1100, 2100, 3100)
+MESSAGES_PER_SECOND = 500               # the reference command stream (knob_message)
 EQ_KNOBS = (40.0, 60.0, 45.0)          # low, mid, high: all off unity
 
 
@@ -51,3 +52,16 @@ def build_reference_workload(engine, stems: int = 16, seconds: float = 30.0, rat
     engine.set_crossfader_gains(*crossfader_gains(0.5, "constant-power"))
     engine.set_limiter(True)
     return ids
+
+
+def knob_message(index: int, rng) -> tuple[str, list]:
+    """The ``index``-th message of the reference command stream (what a mix
+    script sends while it plays): 60 % EQ knobs kept off flat, 20 % deck
+    levels, 20 % crossfade levels near the centre. Benchmarks and
+    ``tune --with-load`` send it at MESSAGES_PER_SECOND."""
+    kind = index % 10
+    if kind < 6:
+        return "/deck_eq", [int(rng.integers(0, 4)), int(rng.integers(0, 3)), float(rng.uniform(35, 65))]
+    if kind < 8:
+        return "/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, 4)]
+    return "/crossfade_levels", [float(rng.uniform(0.45, 0.55)), 1.0]
