@@ -119,16 +119,20 @@ def render_block(st, out, n):
 
 
 @njit(**JIT)
-def render_state(out, table):
-    """``Engine.render``: the same path the callback takes, from Python."""
-    st = unpack(table)
-    n = out.shape[0]
+def render_frames(st, out, n):
+    """Render ``n`` frames into ``out``, in blocks no longer than the buses."""
     max_block = st[S_BUS].shape[1]
     done = 0
     while done < n:
         k = min(max_block, n - done)
         render_block(st, out[done:done + k], k)
         done += k
+
+
+@njit(**JIT)
+def render_state(out, table):
+    """``Engine.render``: the same path the callback takes, from Python."""
+    render_frames(unpack(table), out, out.shape[0])
 
 
 # ---------------------------------------------------------------------------
@@ -163,12 +167,7 @@ def _callback_body(out, frames, flags, table):
         params[L.P_SPIN_US] = 0.0
         while monotonic_ns() - t0 < spin * 1000.0:
             pass
-    max_block = st[S_BUS].shape[1]
-    done = 0
-    while done < frames:
-        k = min(max_block, frames - done)
-        render_block(st, out[done:done + k], k)
-        done += k
+    render_frames(st, out, frames)
     if params[L.P_RECORD] != 0.0:
         record_block(st, out, frames)
     # page faults that went to the disk while rendering (memory-mapped samples)
