@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from serveproc import start_serve
 
 from stemdeck.audio import recorder as recorder_mod
 from stemdeck.audio.null import NullOutput
@@ -124,20 +125,13 @@ def test_record_path_is_checked_before_anything_starts(tmp_path):
 
 def test_serve_null_records_at_real_time_and_stops_cleanly(tmp_path):
     path = tmp_path / "null.wav"
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--buffer-size",
-                             "256", "--record", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip() == "ready":
-            break
+    proc, startup = start_serve(["--backend", "null", "--buffer-size", "256", "--record", str(path)])
     t0 = time.monotonic()
     time.sleep(2.0)
     proc.send_signal(signal.SIGTERM)
     t1 = time.monotonic()
     rest = proc.communicate(timeout=30)[0]
-    text = "".join(lines) + rest
+    text = startup + rest
     assert proc.returncode == 0, text
     assert "null backend" in text
     frames = sf.info(str(path)).frames

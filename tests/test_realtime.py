@@ -6,11 +6,10 @@ import errno
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
+from serveproc import start_serve
 
 from stemdeck.audio import realtime as rt
 
@@ -100,15 +99,11 @@ def test_raising_the_process_priority_refused_is_explained(monkeypatch):
 
 @linux_only
 def test_null_backend_clock_thread_goes_realtime_or_says_why():
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--realtime"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("--realtime: clock thread") or "real-time scheduling refused" in line:
-            break
+    proc, startup = start_serve(["--backend", "null", "--realtime"],
+                                until=lambda line: line.startswith("--realtime: clock thread")
+                                or "real-time scheduling refused" in line)
     proc.send_signal(signal.SIGTERM)
-    text = "".join(lines) + proc.communicate(timeout=30)[0]
+    text = startup + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, text
     assert re.search(r"--realtime: (clock thread SCHED_FIFO priority \d+|real-time scheduling refused .*ulimit -r)",
                      text), text
@@ -118,15 +113,9 @@ def test_null_backend_clock_thread_goes_realtime_or_says_why():
 @linux_only
 @pytest.mark.jack
 def test_jack_audio_thread_is_reported(jack_server):
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--realtime", "--buffer-size", "256"],
-                            env=jack_server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip() == "ready":
-            break
+    proc, startup = start_serve(["--realtime", "--buffer-size", "256"], env=jack_server.env)
     proc.send_signal(signal.SIGTERM)
-    text = "".join(lines) + proc.communicate(timeout=30)[0]
+    text = startup + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, text
     # jackd -R (the fixture's default) gives its clients' threads SCHED_FIFO when the system allows it
     assert re.search(r"--realtime: (the audio thread is JACK's, already real-time \('.*' SCHED_FIFO \d+\)"

@@ -11,32 +11,17 @@ import pytest
 import soundfile as sf
 
 from osctools import Client
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serveproc import free_port, start_serve
 
 
 @pytest.fixture
 def served(tmp_path):
     port = free_port()
     rec = tmp_path / "rec.wav"
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port),
-                             "--buffer-size", "256", "--record", str(rec), "--media-root", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-    lines = []
-    deadline = time.monotonic() + 180
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip() == "ready":
-            break
-        if time.monotonic() > deadline:
-            break
-    assert lines and lines[-1].strip() == "ready", "".join(lines)
+    proc, startup = start_serve(["--backend", "null", "--port", str(port), "--buffer-size", "256",
+                                 "--record", str(rec), "--media-root", str(tmp_path)], cwd=tmp_path)
     client = Client(("127.0.0.1", port))
-    yield proc, client, rec, "".join(lines)
+    yield proc, client, rec, startup
     client.close()
     if proc.poll() is None:
         proc.terminate()
@@ -93,13 +78,8 @@ def test_serve_preloads_a_folder_and_loads_from_it(tmp_path):
     t = np.arange(22050) / 44100
     sf.write(media / "a.wav", np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, 1), 44100, subtype="PCM_16")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port),
-                             "--preload", str(media)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=tmp_path)
+    proc, _ = start_serve(["--backend", "null", "--port", str(port), "--preload", str(media)], cwd=tmp_path)
     try:
-        for line in proc.stdout:
-            if line.strip() == "ready":
-                break
         client = Client(("127.0.0.1", port))
         client.send("/load_buffer", 100, str(media / "a.wav"))
         assert client.expect("/done", first="/load_buffer", timeout=10) == ["/load_buffer", 100]
@@ -109,3 +89,23 @@ def test_serve_preloads_a_folder_and_loads_from_it(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_each_start_up_line_is_one_write(monkeypatch):
+    """A supervisor waits for the line 'ready'. Written as text then newline
+    (print), a log line from a loader thread could land between the two in
+    the shared pipe ('readypreload: ...') and the wait would never end."""
+    from stemdeck.tools.serve import Server
+
+    writes = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    Server(settings=None).say("ready")
+    assert writes == ["ready\n"]

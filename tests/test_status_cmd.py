@@ -1,17 +1,12 @@
 """`stemdeck status` against a real `stemdeck serve` (null backend)."""
 
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serveproc import free_port, start_serve
 
 
 def status(*args, timeout=60):
@@ -21,12 +16,8 @@ def status(*args, timeout=60):
 
 def test_status_reports_a_running_server():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stemdeck", "serve", "--backend", "null", "--port", str(port),
-                             "--buffer-size", "256"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, _ = start_serve(["--backend", "null", "--port", str(port), "--buffer-size", "256"])
     try:
-        for line in proc.stdout:
-            if line.strip() == "ready":
-                break
         result = status("--port", str(port))
         assert result.returncode == 0, result.stderr
         assert "44100 Hz, 256 frames" in result.stdout

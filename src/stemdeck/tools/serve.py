@@ -165,7 +165,7 @@ class Server:
         self.reconnect = reconnect
         self.rescan = rescan
         self.test_late_ms = test_late_ms
-        self._out = out or (lambda line: print(line, flush=True))
+        self._out = out or say_line
         self.engine = None
         self.controller = None
         self.output = None
@@ -478,14 +478,25 @@ def _stop_during_startup(signum, frame):
     raise _StopDuringStartup(signal.Signals(signum).name)
 
 
+def say_line(line: str, stream=None) -> None:
+    """Write one whole line in one write. Supervisors (and the tests) wait
+    for the line ``ready``; ``print`` writes the text and its newline
+    separately, so with unbuffered output (PYTHONUNBUFFERED, a pipe shared
+    with stderr) a log line from another thread could land in between and
+    make it ``readypreload: ...``: seen once in CI, where it hung a test."""
+    stream = stream if stream is not None else sys.stdout
+    stream.write(f"{line}\n")
+    stream.flush()
+
+
 def run(args) -> int:
     settings = config.resolve(args, SETTINGS)
     _setup_logging(getattr(args, "verbose", False))
-    print("stemdeck serve", flush=True)
+    say_line("stemdeck serve")
     for line in settings.describe():
-        print(line, flush=True)
+        say_line(line)
     for warning in settings.warnings:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        say_line(f"warning: {warning}", sys.stderr)
     try:
         from stemdeck.control.server import server_options
         from stemdeck.media.preload import read_sources
@@ -502,7 +513,7 @@ def run(args) -> int:
         server.build()
         return server.run()
     except _StopDuringStartup as exc:
-        print(f"stopped by {exc} during start-up", flush=True)
+        say_line(f"stopped by {exc} during start-up")
         server.abort()
         return 0
     finally:
