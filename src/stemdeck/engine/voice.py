@@ -152,38 +152,58 @@ _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 
 
+_F05 = np.float32(0.5)
+_F15 = np.float32(1.5)
+_F20 = np.float32(2.0)
+_F25 = np.float32(2.5)
+
+
+@njit(inline="always")
+def _hermite32(xm1, x0, x1, x2, t):
+    """:func:`_hermite` in single precision, for the steady path: float32
+    keeps 24 bits (-144 dB), more than any source has, and drops the eight
+    float32 -> float64 conversions per frame that doubled the loop's cost."""
+    c1 = _F05 * (x1 - xm1)
+    c2 = xm1 - _F25 * x0 + _F20 * x1 - _F05 * x2
+    c3 = _F05 * (x2 - xm1) + _F15 * (x0 - x1)
+    return ((c3 * t + c2) * t + c1) * t + x0
+
+
 @njit(inline="always")
 def _steady_frame(data, ip, t, left, right):
     # unsigned indices: numba then skips its negative-index wraparound checks
     a = ip - _U1
     b = ip + _U1
     c = ip + _U2
-    return (_hermite(float(data[a, left]), float(data[ip, left]), float(data[b, left]),
-                     float(data[c, left]), t),
-            _hermite(float(data[a, right]), float(data[ip, right]), float(data[b, right]),
-                     float(data[c, right]), t))
+    return (_hermite32(np.float32(data[a, left]), np.float32(data[ip, left]), np.float32(data[b, left]),
+                       np.float32(data[c, left]), t),
+            _hermite32(np.float32(data[a, right]), np.float32(data[ip, right]), np.float32(data[b, right]),
+                       np.float32(data[c, right]), t))
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def _run_steady(data, k, bus, off, count, pos, rate, rate_step, right):
     """The common case, kept branch-free: constant gain ``k``, every
     interpolation point inside the data, no seam, no fade. Stereo and mono
-    get separate loops so the channel columns are constants, which lets LLVM
-    pair the left/right arithmetic into SIMD."""
+    get separate loops so the channel columns are constants. The position
+    stays float64 (a frame index to 2**53); the interpolation is float32,
+    which took the reference workload's 1024-frame block from 196 to 133 us
+    in ``stemdeck bench``."""
+    k32 = np.float32(k)
     if right == 1:
         for i in range(off, off + count):
             ip = np.uint64(pos)                # pos > 0 here, so this is floor
-            l, r = _steady_frame(data, ip, pos - float(ip), _U0, _U1)
-            bus[i, 0] += np.float32(l * k)
-            bus[i, 1] += np.float32(r * k)
+            l, r = _steady_frame(data, ip, np.float32(pos - float(ip)), _U0, _U1)
+            bus[i, 0] += l * k32
+            bus[i, 1] += r * k32
             pos += rate
             rate += rate_step
     else:
         for i in range(off, off + count):
             ip = np.uint64(pos)
-            l, r = _steady_frame(data, ip, pos - float(ip), _U0, _U0)
-            bus[i, 0] += np.float32(l * k)
-            bus[i, 1] += np.float32(l * k)
+            l, r = _steady_frame(data, ip, np.float32(pos - float(ip)), _U0, _U0)
+            bus[i, 0] += l * k32
+            bus[i, 1] += l * k32
             pos += rate
             rate += rate_step
     return pos, rate
