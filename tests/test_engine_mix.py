@@ -45,6 +45,42 @@ def test_the_eq_works_on_every_deck():
         assert level_through_deck(80.0, (0.0, 1.0, 1.0), deck_id) <= -30.0
 
 
+FOUR_DECKS = {100: (80.0, (0.0, 1.0, 1.0)), 1100: (790.0, (1.0, 2.0, 1.0)),
+              2100: (8000.0, (1.0, 1.0, 0.3)), 3100: (250.0, (0.5, 0.7, 1.6))}
+
+
+def four_deck_mix(only=None):
+    """Each deck plays its own tone through its own EQ setting (``only``:
+    just that deck). Several live decks go through the EQ's all-decks SIMD
+    loop, a single one through the per-deck loop."""
+    ids = [only] if only is not None else list(FOUR_DECKS)
+    e = loaded({bid: tone(FOUR_DECKS[bid][0], 1.5, amp=0.2) for bid in ids}, eq=True, limiter=False)
+    for bid in ids:
+        for band, g in enumerate(FOUR_DECKS[bid][1]):
+            e.set_deck_eq((bid - 100) // 1000, band, g)
+        e.play(bid, loop=True)
+    return render(e, SR)
+
+
+def test_four_decks_mix_as_the_sum_of_each_alone():
+    """The decks' EQs run side by side when no knob moves; each deck must
+    still sound exactly as it does alone (the filters are linear)."""
+    together = four_deck_mix()
+    alone = sum(four_deck_mix(bid) for bid in FOUR_DECKS)
+    assert rms(together) > 0.1
+    assert np.max(np.abs(together - alone)) < 1e-5
+
+
+def test_killed_low_band_on_all_four_decks():
+    e = loaded({bid: tone(80.0, 1.5, amp=0.25) for bid in FOUR_DECKS}, eq=True, limiter=False)
+    for deck in range(4):
+        e.set_deck_eq(deck, 0, 0.0)
+    for bid in FOUR_DECKS:
+        e.play(bid, loop=True)
+    out = render(e, SR)[SR // 2:, 0]
+    assert db(rms(out) / (4 * 0.25 / np.sqrt(2))) <= -30.0
+
+
 def test_dj_knob_mapping():
     assert knob_to_gain(0) == 0.0
     assert knob_to_gain(50) == pytest.approx(1.0)

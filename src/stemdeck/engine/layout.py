@@ -65,8 +65,13 @@ CK_A_BPM, CK_A_TGT, CK_A_STEP, CK_A_REM, NCLOCK = range(6, 11)
  CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, CT_RECORD_DROPPED, CT_KL_STARVED, CT_MAJOR_FAULTS,
  NCOUNTERS) = range(20)
 
-# the EQ: seven biquads per channel (see dsp/eq.py), five coefficients each
+# the EQ (dsp/eq.py): a coefficient table of rows of five (four used), and
+# one flat state array of rows x lanes, a lane per deck channel (deck * 2 +
+# channel), so that the four decks' filters run side by side in SIMD: rows
+# 0-11 are the six biquads' (z1, z2), then the lane gains and scratch rows.
 EQ_BIQUADS = 7
+EQ_LANES = 2 * DECKS
+EQ_KL, EQ_KM, EQ_KH, EQ_X, EQ_Y, EQ_ROWS = range(12, 18)
 # limiter state: gain, release coefficient, threshold
 LM_GAIN, LM_RELEASE, LM_THRESHOLD, NLIMITER = range(4)
 
@@ -147,7 +152,7 @@ class State:
             events=np.zeros((1024, EV_WIDTH), np.float64),
             events_index=np.zeros(16, np.int64),
             eq_coefs=np.zeros((EQ_BIQUADS, 5), np.float64),
-            eq_state=np.zeros((DECKS, EQ_BIQUADS, 2, 2), np.float64),
+            eq_state=np.zeros(EQ_ROWS * EQ_LANES, np.float64),
             bus=np.zeros((DECKS, max_block, 2), np.float32),
             limiter=np.zeros(NLIMITER, np.float64),
             durations=np.zeros(DURATION_RING, np.float32),

@@ -10,7 +10,7 @@ from numba import njit
 
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
-from stemdeck.engine.dsp.eq import bypass_deck, process_deck
+from stemdeck.engine.dsp.eq import bypass_deck, process_deck, process_decks, rest_if_quiet
 from stemdeck.engine.state import (JIT, S_BUS, S_COUNTERS, S_EQ_COEFS, S_EQ_STATE, S_LIMITER, S_PARAMS,
                                    S_RAMPS)
 
@@ -43,28 +43,44 @@ def render_decks(st, out, off, n, active):
     bus = st[S_BUS]
     ramps = st[S_RAMPS]
     coefs = st[S_EQ_COEFS]
-    eq_state = st[S_EQ_STATE]
+    z = st[S_EQ_STATE]
     eq_on = st[S_PARAMS][L.P_EQ_ON] != 0.0
+    steady = eq_on
+    live = 0
+    quiet = 0                            # bit d: deck d has no input and has rung out
+    for d in range(C.DECKS):
+        if active[d] == 0 and rest_if_quiet(z, d):
+            quiet |= 1 << d
+        else:
+            live += 1
+        for r in (L.R_LEVEL + d, L.R_XFADE + d, L.R_EQ + 3 * d, L.R_EQ + 3 * d + 1, L.R_EQ + 3 * d + 2):
+            if ramps[r, L.RP_REM] > 0.0:
+                steady = False
+    if steady and live >= 2:
+        # no knob moving: all four decks in one SIMD loop at constant gains
+        # (it costs about two decks' worth of the per-deck loop: not worth it for one)
+        W = L.EQ_LANES
+        for d in range(C.DECKS):
+            g = ramps[L.R_LEVEL + d, L.RP_CUR] * ramps[L.R_XFADE + d, L.RP_CUR]
+            r_eq = L.R_EQ + 3 * d
+            gl, gm, gh = ramps[r_eq, L.RP_CUR], ramps[r_eq + 1, L.RP_CUR], ramps[r_eq + 2, L.RP_CUR]
+            for ch in range(2):
+                z[L.EQ_KL * W + 2 * d + ch] = g * gl
+                z[L.EQ_KM * W + 2 * d + ch] = g * (gm - gh)
+                z[L.EQ_KH * W + 2 * d + ch] = g * gh
+        process_decks(coefs, z, bus, out, off, n)
+        return
     for d in range(C.DECKS):
         r_level = L.R_LEVEL + d
         r_xf = L.R_XFADE + d
         r_eq = L.R_EQ + 3 * d
-        state = eq_state[d]
-        if active[d] == 0:
-            # no input: let the filters ring out, then stop spending time on them
-            quiet = True
-            for k in range(state.shape[0]):
-                for ch in range(2):
-                    if abs(state[k, ch, 0]) > 1e-9 or abs(state[k, ch, 1]) > 1e-9:
-                        quiet = False
-            if quiet:
-                state[:] = 0.0
-                for r in (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2):
-                    _skip(ramps, r, n)
-                continue
+        if (quiet >> d) & 1:            # no time spent on it
+            for r in (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2):
+                _skip(ramps, r, n)
+            continue
         rows = (r_level, r_xf, r_eq, r_eq + 1, r_eq + 2)
         if eq_on:
-            process_deck(coefs, state, ramps, rows, bus[d], out, off, n)
+            process_deck(coefs, z, d, ramps, rows, bus[d], out, off, n)
         else:
             bypass_deck(ramps, rows, bus[d], out, off, n)
             for r in (r_eq, r_eq + 1, r_eq + 2):

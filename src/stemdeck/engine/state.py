@@ -49,7 +49,7 @@ def unpack(table):
         carray(_p(t, 13), (t[13, 1], t[13, 2]), np.float64),
         carray(_p(t, 14), (t[14, 1],), np.int64),
         carray(_p(t, 15), (t[15, 1], t[15, 2]), np.float64),
-        carray(_p(t, 16), (t[16, 1], t[16, 2], t[16, 3], t[16, 4]), np.float64),
+        carray(_p(t, 16), (t[16, 1],), np.float64),
         carray(_p(t, 17), (t[17, 1], t[17, 2], t[17, 3]), np.float32),
         carray(_p(t, 18), (t[18, 1],), np.float64),
         carray(_p(t, 19), (t[19, 1],), np.float32),
