@@ -130,6 +130,31 @@ def test_stems_follow_the_tempo(media):
     assert freqs[int(np.argmax(amps))] == pytest.approx(441 * 126 / 120, abs=0.5)
 
 
+def peak_frequency(path, lo, hi, t0=0.3, t1=0.9):
+    x, _ = sf.read(path, dtype="float32")
+    freqs = np.arange(lo, hi, 0.1)
+    return freqs[int(np.argmax([amplitude(x, f, t0, t1) for f in freqs]))]
+
+
+def test_tempo_settings_come_from_the_command_line_as_for_serve(media, capsys):
+    """--bpm 60: stems are taken to be at 60 BPM, so /set_tempo 120 doubles
+    them (vinyl); with --stretch keylock the pitch stays. As serve does."""
+    score = media / "tempo.score"
+    score.write_text("0 /load_buffer 100 sine441.wav\n0 /play_stem 100 1 1 1\n0 /set_tempo 120\n")
+    render_to = [str(score), "--duration", "1", "--no-progress", "-o"]
+    assert main(["render", *render_to, str(media / "default.wav")]) == 0
+    assert main(["render", *render_to, str(media / "vinyl.wav"), "--bpm", "60"]) == 0
+    assert main(["render", *render_to, str(media / "keylock.wav"), "--bpm", "60", "--stretch", "keylock"]) == 0
+    assert peak_frequency(media / "default.wav", 430, 900) == pytest.approx(441, abs=0.5)
+    assert peak_frequency(media / "vinyl.wav", 430, 900) == pytest.approx(882, abs=0.5)
+    assert peak_frequency(media / "keylock.wav", 430, 900) == pytest.approx(441, abs=0.5)
+    capsys.readouterr()
+    assert main(["render", *render_to, str(media / "x.wav"), "--bpm", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "'fast' (from flag --bpm)" in err and "from 20 to 400" in err
+    assert not (media / "x.wav").exists()
+
+
 def test_test_tone(media):
     x, info = render(media, "0 /test_tone 1000 0.5\n")
     assert amplitude(x, 1000, 0.1, 0.4) == pytest.approx(0.25, rel=1e-3)

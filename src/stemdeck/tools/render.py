@@ -24,6 +24,11 @@ render with ``file:line: reason`` and exit status 2, and no output file is
 left behind. Output is written progressively, block by block, to a
 temporary file that replaces OUT only when the render succeeds.
 
+Tempo settings are serve's (``--bpm``, ``--stretch``, ``--keylock-engine``,
+``--bpm-config``, ``--movement-bpm``), resolved the same way (flag >
+environment > stemdeck.toml > default), so a score renders with the tempo
+behaviour the live server would have in the same place.
+
 Runs on the calling thread (the render is the audio thread and the control
 thread at once, in turn).
 """
@@ -45,6 +50,7 @@ SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 DEFAULT_SUBTYPE = "PCM_24"
 TAIL_SECONDS = 0.25            # release after the last sound: declicks, EQ and limiter tails
 PROGRESS_MIN_SECONDS = 10.0    # shorter renders finish before a bar is worth drawing
+TEMPO_SETTINGS = ("bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")   # as serve's
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -99,14 +105,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subtype", type=str.upper, choices=SUBTYPES,
                         help=f"sample format (default {DEFAULT_SUBTYPE}; FLOAT is WAV only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from stemdeck import config
+
+    config.add_arguments(parser, TEMPO_SETTINGS)
 
 
 def run(args) -> int:
+    from stemdeck import config
+
+    tempo = config.resolve(args, TEMPO_SETTINGS)
+    for warning in tempo.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         info = render_score(args.score, args.output, sample_rate=args.sample_rate,
                             block_size=args.block_size, duration=args.duration,
                             format=args.format, subtype=args.subtype,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, tempo=tempo)
     except ScoreError as exc:
         print(f"stemdeck render: {exc}", file=sys.stderr)
         return 2
@@ -121,10 +135,11 @@ def run(args) -> int:
 
 def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: int = 1024,
                  duration: float | None = None, format: str | None = None,
-                 subtype: str | None = None, progress: bool = True) -> dict:
+                 subtype: str | None = None, progress: bool = True, tempo=None) -> dict:
     """Render ``score_path`` to ``out_path``; returns ``{"frames", "seconds", "path",
     "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines",
-    "late_commands"}``.
+    "late_commands"}``. ``tempo``: resolved :data:`TEMPO_SETTINGS`
+    (:func:`stemdeck.config.resolve`); None for the defaults.
 
     Raises :class:`ScoreError` (``file:line: reason``) for a bad score and
     :class:`UsageError` for bad parameters; no output file is left then.
@@ -137,9 +152,25 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
         raise ScoreError(f"{os.fspath(score_path)}: the score has no messages")
     frames_of = [round(line.time * sample_rate) for line in lines]
 
-    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path))
+    engine_kw, controller_kw = _tempo_options(tempo)
+    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), controller_kw)
     return _render(lines, frames_of, total, os.fspath(out_path), sample_rate, block_size, fmt,
-                   subtype, progress)
+                   subtype, progress, engine_kw, controller_kw)
+
+
+def _tempo_options(tempo) -> tuple[dict, dict]:
+    """The Engine's and the Controller's keyword arguments for the tempo
+    settings, built as serve builds them."""
+    if tempo is None:
+        return {}, {}
+    import logging
+
+    from stemdeck.control.movement import load_movement_config
+
+    movement = load_movement_config(tempo.bpm_config, logging.getLogger("stemdeck").warning)
+    return ({"base_bpm": tempo.bpm, "keylock_engine": tempo.keylock_engine},
+            {"base_bpm": tempo.bpm, "stretch": tempo.stretch, "movement": movement,
+             "movement_bpm": tempo.movement_bpm})
 
 
 def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):
@@ -193,14 +224,15 @@ class _Replies:
             raise ScoreError(f"{line.where}: {address}: {reason}")
 
 
-def _plan(lines, frames_of, sample_rate, duration, score_name) -> int:
+def _plan(lines, frames_of, sample_rate, duration, score_name, controller_kw) -> int:
     """Run the score through the handlers without audio (headers only, no
     decoding): every semantic error surfaces now, with its line; returns
     the number of frames to render."""
     from stemdeck.control.handlers import Controller, ProbeLoader, RecordingEngine
 
     replies = _Replies()
-    planner = Controller(RecordingEngine(sample_rate), loader=ProbeLoader(), reply=replies)
+    planner = Controller(RecordingEngine(sample_rate, base_bpm=controller_kw.get("base_bpm", 120.0)),
+                         loader=ProbeLoader(), reply=replies, **controller_kw)
     for line, frame in zip(lines, frames_of):
         planner.dispatch(line.call, at=frame)
         replies.check(line)
@@ -217,16 +249,17 @@ def _plan(lines, frames_of, sample_rate, duration, score_name) -> int:
     return end + round(TAIL_SECONDS * sample_rate)
 
 
-def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress) -> dict:
+def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress,
+            engine_kw, controller_kw) -> dict:
     import numpy as np
     import soundfile as sf
 
     from stemdeck.control.handlers import Controller, ImmediateLoader
     from stemdeck.engine.engine import Engine
 
-    engine = Engine(sample_rate, max_block=block_size)
+    engine = Engine(sample_rate, max_block=block_size, **engine_kw)
     replies = _Replies()
-    controller = Controller(engine, loader=ImmediateLoader(), reply=replies)
+    controller = Controller(engine, loader=ImmediateLoader(), reply=replies, **controller_kw)
     block = np.zeros((block_size, 2), np.float32)
     folder = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
