@@ -203,14 +203,17 @@ class JackServer:
 
     def is_running(self) -> bool:
         """A server with this name accepts clients (asks it with jack_wait)."""
-        result = subprocess.run(
-            ["jack_wait", "-c", "-s", self.name],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        try:
+            result = subprocess.run(
+                ["jack_wait", "-c", "-s", self.name],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:      # it did not accept a client in 10 s
+            return False
         return result.stdout.strip() == "running"
 
     def kill(self) -> None:
@@ -303,16 +306,22 @@ class JackServer:
                 counts[0 if f"client = {ours}" in line else 1 if f"client = {witness}" in line else 2] += 1
         return tuple(counts)
 
-    def ports(self) -> list[str]:
-        """Port names on the server (``jack_lsp``)."""
-        result = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=10, check=False)
+    def ports(self, timeout: float = 10.0) -> list[str]:
+        """Port names on the server (``jack_lsp``); [] if it cannot say in ``timeout``."""
+        try:
+            result = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=timeout,
+                                    check=False)
+        except subprocess.TimeoutExpired:
+            # seen in CI under load: jack_lsp's client open waited on another
+            # client starting up; run() has killed it, ask again
+            return []
         return result.stdout.split("\n")[:-1] if result.returncode == 0 else []
 
-    def wait_for_port(self, name: str, timeout: float = 10.0) -> None:
+    def wait_for_port(self, name: str, timeout: float = 30.0) -> None:
         """Wait until a port whose name contains ``name`` exists."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(name in port for port in self.ports()):
+            if any(name in port for port in self.ports(timeout=max(1.0, min(5.0, deadline - time.monotonic())))):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"no JACK port matching {name!r} after {timeout} s; ports: {self.ports()}")
