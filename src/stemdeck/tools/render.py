@@ -50,7 +50,6 @@ SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 DEFAULT_SUBTYPE = "PCM_24"
 TAIL_SECONDS = 0.25            # release after the last sound: declicks, EQ and limiter tails
 PROGRESS_MIN_SECONDS = 10.0    # shorter renders finish before a bar is worth drawing
-TEMPO_SETTINGS = ("bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")   # as serve's
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -106,12 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sample format (default {DEFAULT_SUBTYPE}; FLOAT is WAV only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from stemdeck import config
+    from stemdeck.tools.serve import TEMPO_SETTINGS
 
     config.add_arguments(parser, TEMPO_SETTINGS)
 
 
 def run(args) -> int:
     from stemdeck import config
+    from stemdeck.tools.serve import TEMPO_SETTINGS
 
     tempo = config.resolve(args, TEMPO_SETTINGS)
     for warning in tempo.warnings:
@@ -138,7 +139,7 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
                  subtype: str | None = None, progress: bool = True, tempo=None) -> dict:
     """Render ``score_path`` to ``out_path``; returns ``{"frames", "seconds", "path",
     "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines",
-    "late_commands"}``. ``tempo``: resolved :data:`TEMPO_SETTINGS`
+    "late_commands"}``. ``tempo``: the resolved ``serve.TEMPO_SETTINGS``
     (:func:`stemdeck.config.resolve`); None for the defaults.
 
     Raises :class:`ScoreError` (``file:line: reason``) for a bad score and
@@ -159,18 +160,13 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
 
 
 def _tempo_options(tempo) -> tuple[dict, dict]:
-    """The Engine's and the Controller's keyword arguments for the tempo
-    settings, built as serve builds them."""
     if tempo is None:
         return {}, {}
     import logging
 
-    from stemdeck.control.movement import load_movement_config
+    from stemdeck.tools.serve import tempo_options
 
-    movement = load_movement_config(tempo.bpm_config, logging.getLogger("stemdeck").warning)
-    return ({"base_bpm": tempo.bpm, "keylock_engine": tempo.keylock_engine},
-            {"base_bpm": tempo.bpm, "stretch": tempo.stretch, "movement": movement,
-             "movement_bpm": tempo.movement_bpm})
+    return tempo_options(tempo, logging.getLogger("stemdeck").warning)
 
 
 def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):

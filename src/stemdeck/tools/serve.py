@@ -53,8 +53,9 @@ import time
 from stemdeck import config
 from stemdeck.errors import ScoreError, UsageError
 
+TEMPO_SETTINGS = ("bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")   # render's too
 SETTINGS = ("buffer_size", "sample_rate", "device", "backend", "latency", "host", "port",
-            "stats_interval", "cache_mb", "bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")
+            "stats_interval", "cache_mb") + TEMPO_SETTINGS
 TEST_LATE_ENV = "STEMDECK_TEST_LATE_CALLBACK_MS"
 FADE_SECONDS = 0.05
 SCORE_LEAD_SECONDS = 0.5       # the score starts this long after ready
@@ -239,13 +240,13 @@ class Server:
         """Engine, controller, output (opened, not started). Raises DeviceError / UsageError."""
         from stemdeck.audio.output import open_output
         from stemdeck.control.handlers import Controller
-        from stemdeck.control.movement import load_movement_config
         from stemdeck.media.loader import MediaLoader
         from stemdeck.engine.engine import Engine
 
         s = self.settings
-        self.engine = Engine(s.sample_rate, base_bpm=s.bpm, keylock_engine=s.keylock_engine)
-        movement = load_movement_config(s.bpm_config, log.warning)
+        engine_kw, tempo_kw = tempo_options(s, log.warning)
+        self.engine = Engine(s.sample_rate, **engine_kw)
+        movement = tempo_kw["movement"]
         # memory-mapped PCM at the engine's rate plays at once; the rest decodes in the background
         loader = MediaLoader(self.engine, cache_mb=s.cache_mb)
         for line in loader.describe():
@@ -255,8 +256,7 @@ class Server:
                  f"glide {m['glide_up_s']:g} s up / {m['glide_down_s']:g} s down ({m['source']})"
                  + ("" if s.movement_bpm else "; /dance/total_movement ignored"))
         self.controller = Controller(
-            self.engine, loader=loader, reply=self._reply, base_bpm=s.bpm,
-            stretch=s.stretch, movement=movement, movement_bpm=s.movement_bpm,
+            self.engine, loader=loader, reply=self._reply, **tempo_kw,
             on_load_ready=self._load_ready, lookahead=s.buffer_size,
             hooks={"status": self.status_fields, "quit": lambda sender: self.request_stop("/quit")})
         self.output = open_output(self.engine, s, reconnect=self.reconnect, realtime=self.realtime,
@@ -476,6 +476,19 @@ class _StopDuringStartup(Exception):
 
 def _stop_during_startup(signum, frame):
     raise _StopDuringStartup(signal.Signals(signum).name)
+
+
+def tempo_options(settings, warn) -> tuple[dict, dict]:
+    """The Engine's and the Controller's keyword arguments for the tempo
+    settings (``bpm``, ``stretch``, ``keylock_engine``, ``bpm_config``,
+    ``movement_bpm``): one mapping for serve and render. ``warn`` gets a
+    bad ``--bpm-config``'s message."""
+    from stemdeck.control.movement import load_movement_config
+
+    movement = load_movement_config(settings.bpm_config, warn)
+    return ({"base_bpm": settings.bpm, "keylock_engine": settings.keylock_engine},
+            {"base_bpm": settings.bpm, "stretch": settings.stretch, "movement": movement,
+             "movement_bpm": settings.movement_bpm})
 
 
 def say_line(line: str, stream=None) -> None:
