@@ -57,20 +57,10 @@ from stemdeck.tools.workload import MESSAGES_PER_SECOND, knob_message  # noqa: E
 # -- load generators ----------------------------------------------------------------------------
 
 def make_big_wav(folder: str) -> str:
-    """A 140 MB 16-bit stereo WAV (about 13 minutes at 44.1 kHz) of quiet noise."""
-    import soundfile as sf
+    """A 140 MB 16-bit stereo WAV (about 13 minutes at 44.1 kHz): cue_latency's file."""
+    from cue_latency import make_wav
 
-    path = os.path.join(folder, "big.wav")
-    frames = BIG_WAV_BYTES // 4
-    rng = np.random.default_rng(1)
-    chunk = (rng.standard_normal((1 << 20, 2)) * 1000).astype(np.int16)
-    with sf.SoundFile(path, "w", samplerate=SR, channels=2, subtype="PCM_16") as f:
-        left = frames
-        while left > 0:
-            n = min(left, len(chunk))
-            f.write(chunk[:n])
-            left -= n
-    return path
+    return make_wav(os.path.join(folder, "big.wav"), BIG_WAV_BYTES)
 
 
 class Stress:
