@@ -355,6 +355,10 @@ class Server:
                 self._stop_now(*self._pending_stop)
             self.say("ready")
             self.ready.set()
+            from stemdeck import service
+
+            # systemd's READY=1 / WATCHDOG=1 / STOPPING=1 (on cancel); returns at once without NOTIFY_SOCKET
+            tasks.append(asyncio.ensure_future(service.supervise(self)))
             await self._stop_event.wait()
         finally:
             for task in tasks:
