@@ -804,6 +804,7 @@ class Controller:
         grid = self.grid
         snap = engine_clock(self.engine)
         bar, beat, phase = grid.position(snap.beats)
+        info["frame"] = snap.frame            # the engine's clock: frames rendered since start
         info["tempo"] = {
             "bpm": round(snap.bpm, 4), "target_bpm": round(self.tempo.target(), 4),
             "ramp_s": round(snap.left / self.sample_rate, 3), "base_bpm": self.base_bpm,

@@ -889,6 +889,10 @@ class OscServer:
         self.c.replies += 1
         return True
 
+    def notify(self, address: str, *args) -> None:
+        """Send an event to every /notify subscriber (control thread)."""
+        self._notify(address, *args)
+
     def _notify(self, address: str, *args) -> None:
         subs = self._subs_snapshot
         if not subs:

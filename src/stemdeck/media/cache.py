@@ -290,6 +290,32 @@ class SampleCache:
         self._dropped([e], "freed")
         return True
 
+    def convert(self, key: str, kind: str, describe: str) -> None:
+        """A mapped sample now lives in the process's memory (its file changed and
+        the guard copied it): it counts against the budget from now on, which may
+        go over it; loads then wait for room, nothing playing is dropped."""
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None or e.kind == kind:
+                return
+            e.kind = kind
+            e.describe = f"{e.describe}; {describe}" if e.describe else describe
+            over = self.limited and self._used() > self.budget
+        if over:
+            log.warning("the sample cache is over its budget (--cache-mb) after copying %s: "
+                        "new loads need room first", e.shown or key)
+
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s entry whatever its holds (its file changed and its data
+        is gone); holds still out are carried to the next load of the path."""
+        with self._lock:
+            e = self._entries.pop(key, None)
+            if e is None:
+                return
+            if e.holds > 0:
+                self._carry[key] = self._carry.get(key, 0) + e.holds
+        self._dropped([e], "its file changed")
+
     def free_unused(self, *, keep_preloaded: bool = True, kinds: tuple[str, ...] | None = None) -> int:
         """Drop every unused sample (except preloaded ones, if asked; only of
         ``kinds`` if given); returns bytes dropped."""

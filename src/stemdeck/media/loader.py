@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from stemdeck.errors import MediaError
 from stemdeck.media import mapped
 from stemdeck.media.cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
+from stemdeck.media.guard import Owner, map_guarded
 
 log = logging.getLogger("stemdeck.media")
 
@@ -121,6 +122,9 @@ class MediaLoader:
         self._closed = False
         self._batch = threading.local()          # set inside preloading()
         self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
+        # the file guard reports files changed under playback here (the server tells /notify)
+        self.on_file_event = None
+        self._owner = Owner(self._in_use, self._file_changed, self._file_event)
         if not immediate:
             self._start_threads()                # and warm up: the first /cue must not pay for imports
 
@@ -329,7 +333,7 @@ class MediaLoader:
             return False
         frames = min(layout.frames, int(info.frames))
         try:
-            data = mapped.map_samples(work.path, layout, frames)
+            data = self._map_guarded(work, layout, frames)
         except OSError as exc:
             if exc.errno != errno.ENOMEM:
                 raise
@@ -337,13 +341,15 @@ class MediaLoader:
             self.cache.free_unused(keep_preloaded=False, kinds=("mapped",))
             gc.collect()
             try:
-                data = mapped.map_samples(work.path, layout, frames)
+                data = self._map_guarded(work, layout, frames)
             except OSError as again:
                 if again.errno != errno.ENOMEM:
                     raise
                 raise MediaError(f"not enough address space to map {work.path} "
                                  f"({mb(layout.frames * layout.block_align)}): free some buffers "
                                  "(/free_buffer, /mixer_cleanup)") from None
+        if data is None:
+            return False
         if layout.encoding == "float" and not checked_float:
             bad, over = mapped.float_damage(data)
             if bad or over:
@@ -362,6 +368,35 @@ class MediaLoader:
         describe = f"{layout.describe()}, memory-mapped"
         self._complete(work, data, "mapped", describe, t0)
         return True
+
+    def _map_guarded(self, work: _Work, layout, frames: int):
+        """The mapped samples, guarded against changes to the file; None (and
+        the plan changed to reading it) when the file cannot be guarded."""
+        mm, why = map_guarded(work.path, work.key, self._owner)
+        if mm is None:
+            how = "decode" if layout.encoding == "float" else "copy"
+            log.info("%s: read into memory, not memory-mapped: %s, so changes to the file while it "
+                     "plays could not be caught", work.path, why)
+            work.plan = mapped.Plan(how, f"not mapped: {why}", layout)
+            return None
+        return mapped.map_samples(work.path, layout, frames, mm=mm)
+
+    # -- the file guard's questions (its thread) ---------------------------------------------------
+    def _in_use(self, key: str) -> bool:
+        e = self.cache.peek(key)
+        return e is not None and e.kind == "mapped" and e.holds > 0
+
+    def _file_changed(self, key: str, state: str, nbytes: int) -> None:
+        """The guard moved a mapped sample into memory (``copied``) or dropped it
+        (``silenced``); a deleted or replaced file changes nothing here."""
+        if state == "copied":
+            self.cache.convert(key, "copied", "read into memory when its file changed")
+        elif state == "silenced":
+            self.cache.forget(key)
+
+    def _file_event(self, what: str, path: str, outcome: str) -> None:
+        if self.on_file_event is not None:
+            self.on_file_event(what, path, outcome)
 
     # -- the decode lane ----------------------------------------------------------------------------------
     def _decode(self, work: _Work) -> None:

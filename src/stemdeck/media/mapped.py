@@ -299,9 +299,11 @@ def plan_load(path: str | os.PathLike, sample_rate: int) -> Plan:
 
 # -- making the array ------------------------------------------------------------------------------
 
-def map_samples(path: str | os.PathLike, layout: PcmLayout, frames: int | None = None):
+def map_samples(path: str | os.PathLike, layout: PcmLayout, frames: int | None = None, mm=None):
     """A read-only ``(frames, channels)`` view of the file's samples in their
-    stored type. The mapping lives as long as the array (or a view of it)."""
+    stored type. The mapping lives as long as the array (or a view of it).
+    ``mm``: the file's mapping, if made already (the loader's is guarded
+    against changes to the file, :mod:`stemdeck.media.guard`)."""
     import mmap
 
     import numpy as np
@@ -309,8 +311,12 @@ def map_samples(path: str | os.PathLike, layout: PcmLayout, frames: int | None =
     n = layout.frames if frames is None else min(int(frames), layout.frames)
     if n < 1:
         raise MediaError(f"no audio in file (0 frames): {os.fspath(path)}")
-    with open(path, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if mm is None:
+        with open(path, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if len(mm) < layout.data_offset + n * layout.block_align:
+        raise MediaError(f"changed while loading: {os.fspath(path)} is now shorter than its header says; "
+                         "load it again once it is written")
     flat = np.frombuffer(mm, dtype=np.dtype(layout.dtype), count=n * layout.channels,
                          offset=layout.data_offset)
     return flat.reshape(n, layout.channels)

@@ -127,6 +127,11 @@ async def start_osc(server: Server):
                     **server.osc_options)
     osc.start()
     server.osc = osc
+    loader = server.controller.loader
+    if hasattr(loader, "on_file_event"):
+        # a file changed under playback (media.guard, its own thread): subscribers hear of it
+        loader.on_file_event = lambda what, path, outcome: server.call_soon(osc.notify, "/file", what,
+                                                                            path, outcome)
     server.drain_events = False
     for line in osc.describe():
         server.say(line)
