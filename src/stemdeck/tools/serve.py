@@ -235,6 +235,8 @@ class Server:
         """The /status.reply fields only the server knows (the Controller's status hook)."""
         fields = self.telemetry.status_fields() if self.telemetry is not None else {}
         fields["uptime_s"] = time.monotonic() - self.started
+        if self.recorder is not None:        # /status.json "recording": state, path, frames, error
+            fields["recording"] = self.recorder.stats()
         return fields
 
     # -- start-up (control thread) ---------------------------------------------------------------------
