@@ -93,8 +93,11 @@ class NullOutput:
             "latency_setting": None,
             "reported_latency_s": self.reported_latency,
             "state": self.state,
-            "losses": 0,
+            "losses": 0,                     # no device to lose (the keys match PortAudioOutput's)
             "reconnects": 0,
+            "last_loss": None,
+            "lost_for_s": None,
+            "last_outage_s": None,
             "reanchors": self.reanchors,
         }
 

@@ -1,7 +1,8 @@
 """Choosing and opening the output backend from the settings.
 
 Holds :func:`open_output`. Both backends have the same face: ``open()``,
-``start()``, ``close()``, ``info()``, ``describe()``, ``state``,
+``start()``, ``close()``, ``info()`` (including ``state``, ``losses``,
+``reconnects``), ``describe()``, ``state``,
 ``reported_latency`` (seconds), ``block_size``, ``sample_rate``.
 
 Control thread only.
@@ -13,10 +14,13 @@ from stemdeck.errors import UsageError
 
 
 def open_output(engine, settings, *, reconnect: float = 30.0, realtime: bool = False,
-                on_failed=None, on_message=None, rescan: bool = False):
+                on_failed=None, on_message=None, on_event=None, rescan: bool = False):
     """Make and open the backend ``settings.backend`` names ("portaudio" or
     "null") for ``engine`` at ``settings.buffer_size`` / ``settings.sample_rate``.
-    ``on_message(text)`` receives lines worth printing (real-time results).
+    ``on_message(text)`` receives lines worth printing (real-time results);
+    ``on_event(kind, detail)`` hears the device "lost" (reason) and "back"
+    (seconds out), from the output's monitor thread (the null backend has
+    no device to lose).
     Raises DeviceError / UsageError (no device: exit status 2 with a hint to
     use ``--backend null``)."""
     say = on_message or (lambda text: None)
@@ -43,6 +47,6 @@ def open_output(engine, settings, *, reconnect: float = 30.0, realtime: bool = F
 
     output = PortAudioOutput(engine, block_size=settings.buffer_size, sample_rate=settings.sample_rate,
                              device=settings.device, latency=settings.latency, reconnect=reconnect,
-                             on_failed=on_failed, on_realtime=prepare)
+                             on_failed=on_failed, on_realtime=prepare, on_event=on_event)
     output.open(rescan=rescan)
     return output

@@ -30,7 +30,14 @@ new dynamic-linker namespace (``dlmopen(LM_ID_NEWLM)``, glibc), to which
 sounddevice is pointed. glibc has 16 namespaces, so this works for about a
 dozen JACK server deaths per process; after that, restart stemdeck.
 Before an instance with a JACK client is re-initialised, the server's
-socket is probed so a dead server's client is never terminated.
+socket is probed so a dead server's client is never terminated. The
+abandoned client's thread is kept from stealing the reconnected client's
+JACK cycles (false underruns) and its library stays mapped until exit (a
+SIGSEGV at exit otherwise): :mod:`stemdeck.audio.jack_orphans`.
+
+The output's :attr:`~PortAudioOutput.state`, loss and reconnect counts and
+outage times are in :meth:`PortAudioOutput.info`; ``on_event`` hears
+"lost" and "back".
 """
 
 from __future__ import annotations
@@ -38,12 +45,12 @@ from __future__ import annotations
 import atexit
 import ctypes
 import logging
-import os
-import socket
 import sys
 import threading
 import time
 
+from stemdeck.audio import jack_orphans
+from stemdeck.audio.jack_orphans import jack_server_alive, server_name
 from stemdeck.errors import DeviceError, UsageError
 
 log = logging.getLogger("stemdeck.audio")
@@ -95,28 +102,6 @@ def _libc():
     return libc
 
 
-def jack_server_alive(name: str | None = None) -> bool:
-    """Whether a JACK server named ``name`` (default: ``JACK_DEFAULT_SERVER``
-    or "default") accepts connections on its socket. Quiet: no client is made."""
-    name = name or os.environ.get("JACK_DEFAULT_SERVER") or "default"
-    uid = os.getuid()
-    candidates = [f"/dev/shm/jack_{name}_{uid}_0", f"/tmp/jack_{name}_{uid}_0",     # jackd2
-                  f"/dev/shm/jack-{uid}/{name}/jack_0"]                               # jackd1
-    for path in candidates:
-        if not os.path.exists(path):
-            continue
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(0.5)
-        try:
-            s.connect(path)
-            return True
-        except OSError:
-            pass
-        finally:
-            s.close()
-    return False
-
-
 class PortAudioRuntime:
     """The PortAudio library sounddevice uses, and whether it may still be
     re-initialised. One per process (:func:`runtime`); control/monitor threads only."""
@@ -142,7 +127,7 @@ class PortAudioRuntime:
                     f"cannot load the PortAudio library ({exc}); install it (Debian/Ubuntu: "
                     "apt install libportaudio2) or run without audio output with --backend null") from None
             self._sd = sounddevice
-            self._jack_server = (os.environ.get("JACK_DEFAULT_SERVER") or "default") if first else None
+            self._jack_server = server_name() if first else None
             atexit.register(self._at_exit)       # runs before sounddevice's own exit handler
         return self._sd
 
@@ -182,7 +167,7 @@ class PortAudioRuntime:
             else:
                 sd._terminate()
                 sd._initialize()
-                self._jack_server = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+                self._jack_server = server_name()
             return devices.query()
 
     def has_jack(self) -> bool:
@@ -199,6 +184,11 @@ class PortAudioRuntime:
         with self._lock:
             if self.usable:
                 log.debug("abandoning this PortAudio instance: %s", why)
+                if self._handle is None and self._sd is not None:
+                    # the first copy is cffi's, which dlcloses it at exit under
+                    # the abandoned client's threads (jack_orphans); copies
+                    # loaded by _reload are never closed
+                    jack_orphans.pin_library(self._sd._libname)
             self.usable = False
             if self._sd is not None:
                 self._sd._initialized = 0
@@ -231,7 +221,7 @@ class PortAudioRuntime:
         self._handle = handle
         self.reloads += 1
         self.usable = True
-        self._jack_server = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+        self._jack_server = server_name()
         log.debug("loaded fresh PortAudio copy #%d", self.reloads)
 
     def symbol(self, name: str) -> int | None:
@@ -280,15 +270,20 @@ class PortAudioOutput:
     "high" or seconds (PortAudio's suggested latency). ``reconnect``: seconds
     to keep trying to reopen a lost device (0: give up at once).
     ``on_failed(message)``: called from the monitor thread when the device is
-    lost for good. ``on_realtime(output)``: called (control or monitor
-    thread) after each stream is opened and before it starts, for
-    :mod:`stemdeck.audio.realtime`.
+    lost for good. ``on_event(kind, detail)``: called from the monitor thread
+    with ``("lost", reason)`` when the device is lost and ``("back",
+    seconds_out)`` when it plays again. ``on_realtime(output)``: called
+    (control or monitor thread) after each stream is opened and before it
+    starts, for :mod:`stemdeck.audio.realtime`.
+
+    :attr:`state`: closed, open, running, lost (just now), reconnecting
+    (reopening with backoff), failed (gave up), stopped.
     """
 
     kind = "portaudio"
 
     def __init__(self, engine, *, block_size: int, sample_rate: int, device=None, latency="high",
-                 reconnect: float = 30.0, on_failed=None, on_realtime=None):
+                 reconnect: float = 30.0, on_failed=None, on_realtime=None, on_event=None):
         self.engine = engine
         self.block_size = int(block_size)
         self.sample_rate = int(sample_rate)
@@ -297,14 +292,18 @@ class PortAudioOutput:
         self.reconnect = float(reconnect)
         self.on_failed = on_failed
         self.on_realtime = on_realtime
+        self.on_event = on_event
         self.runtime = runtime()
         self.stream = None
         self.device = None                  # stemdeck.audio.devices.Device in use
         self.reported_latency = None        # seconds, from PortAudio's stream info
-        self.state = "closed"               # closed, running, lost, failed, stopped
+        self.state = "closed"               # see the class doc
         self.losses = 0
         self.reconnects = 0
         self.last_loss: str | None = None
+        self.lost_at: float | None = None   # monotonic time of the loss, while not back
+        self.last_outage_s: float | None = None
+        self._jack_client: tuple[str, str | None] | None = None    # (server, our client's name)
         self._graveyard = []                # abandoned streams: kept alive, never touched
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -359,6 +358,9 @@ class PortAudioOutput:
             "state": self.state,
             "losses": self.losses,
             "reconnects": self.reconnects,
+            "last_loss": self.last_loss,
+            "lost_for_s": None if self.lost_at is None else round(time.monotonic() - self.lost_at, 3),
+            "last_outage_s": None if self.last_outage_s is None else round(self.last_outage_s, 3),
         }
 
     def describe(self) -> list[str]:
@@ -389,6 +391,9 @@ class PortAudioOutput:
         self.stream = stream
         self.device = device
         self.reported_latency = float(stream.latency)
+        if device.hostapi == JACK_HOSTAPI:
+            # asked now, while the server answers: needed after it died (_close_stream)
+            self._jack_client = (server_name(), jack_orphans.client_name(self.runtime.symbol))
         if self.on_realtime is not None:
             self.on_realtime(self)
 
@@ -446,6 +451,9 @@ class PortAudioOutput:
         jack = self.hostapi == JACK_HOSTAPI
         if lost and jack:
             # pa_jack.c would wait 10 minutes for the dead server: never call it.
+            # Its client's thread stays; keep a restarted server from waking it.
+            if self._jack_client is not None:
+                jack_orphans.release_wakeup(*self._jack_client)
             self._graveyard.append(stream)
             self.runtime.abandon("its JACK server died under an open stream")
             return
@@ -501,6 +509,7 @@ class PortAudioOutput:
         self.last_loss = reason
         with self._lock:
             self.state = "lost"
+            self.lost_at = time.monotonic()
             stream, self.stream = self.stream, None
         where = self.device.label() if self.device else "the audio device"
         clock = f"{frame / self.sample_rate:.1f} s ({frame} frames)"
@@ -513,7 +522,9 @@ class PortAudioOutput:
         log.error("audio device lost: %s: %s, at %s; trying to reopen it for up to %g s (--reconnect)",
                   where, reason, clock, self.reconnect)
         self._close_stream(stream, lost=True)
-        started = time.monotonic()
+        self._event("lost", reason)
+        self.state = "reconnecting"
+        started = self.lost_at
         deadline = started + self.reconnect
         delay = BACKOFF_FIRST
         attempts = 0
@@ -527,10 +538,13 @@ class PortAudioOutput:
                     self._open(self.runtime.rescan())
                     self._start_stream()
                     self.state = "running"
+                    self.last_outage_s = time.monotonic() - started
+                    self.lost_at = None
                 self.reconnects += 1
                 log.warning("audio device back: %s after %.1f s (%d attempt%s); the mix resumes at %s; "
-                            "reported output latency %.1f ms", self.device.label(), time.monotonic() - started,
+                            "reported output latency %.1f ms", self.device.label(), self.last_outage_s,
                             attempts, "" if attempts == 1 else "s", clock, self.reported_latency * 1000)
+                self._event("back", self.last_outage_s)
                 return
             except (DeviceError, UsageError) as exc:
                 last_error = str(exc)
@@ -555,6 +569,14 @@ class PortAudioOutput:
         self.state = "failed"
         if self.on_failed is not None:
             self.on_failed(message)
+
+    def _event(self, kind: str, detail) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, detail)
+        except Exception:                   # a listener's fault must not stop the reconnect
+            log.exception("the audio device %s listener failed", kind)
 
 
 def _is_active(stream) -> bool:
