@@ -4,6 +4,7 @@ both on the cache itself and through the Controller."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -249,3 +250,28 @@ def test_status_reports_cache_use(tmp_path):
     assert cache["mapped_mb"] == pytest.approx(SR * 4 / MB, abs=0.1)
     assert cache["samples"] == 2 and cache["mapped_files"] == 1
     assert cache["loads"]["decoded"] == 1 and cache["loads"]["mapped"] == 1
+
+
+def test_a_full_cache_refuses_over_osc_and_the_playing_stems_play_on(tmp_path):
+    """Live, through the production loader: three playing FLACs fill the
+    budget; a fourth load gets /fail with the sizes, and the three keep
+    sounding (nothing in use is evicted)."""
+    from osctools import Rig, amplitude
+
+    paths = [flac(tmp_path / f"s{i}.flac", 3.0, 300 + 200 * i) for i in range(4)]
+    with Rig(loader=None) as rig:
+        rig.controller.loader = MediaLoader(rig.engine, cache_mb=3.2)
+        c = rig.client
+        for i in range(3):
+            c.send("/load_buffer", 100 + 1000 * i, paths[i])
+            assert c.expect("/done", timeout=10) == ["/load_buffer", 100 + 1000 * i]
+            c.send("/play_stem", 100 + 1000 * i, 1.0, 0.3, 1)
+        c.send("/load_buffer", 3100, paths[3])
+        reason = c.expect("/fail", timeout=10)
+        assert reason[0] == "/load_buffer" and "buffer 3100: not enough memory" in reason[1], reason
+        a, b = rig.after(0.5)
+        mix = rig.driver.samples(a, b)
+        for i in range(3):                     # each playing stem is still heard
+            assert amplitude(mix, 300 + 200 * i) > 0.05, i
+        detail = json.loads(c.ask("/status.json")[0])
+        assert detail["cache"]["evictions"] == 0 and detail["voices_playing"] == 3
