@@ -62,6 +62,7 @@ def test_defaults_with_nothing_set(home):
         "latency": "high",
         "host": "127.0.0.1",
         "port": 57120,
+        "quit_from": ("127.0.0.0/8", "::1/128"),
         "stats_interval": 0.0,
         "cache_mb": 896,
         "bpm": 120.0,
@@ -131,6 +132,8 @@ EVERY_SETTING = [
     ("latency", "low", "0.02", "0.01", "low", 0.02, 0.01),
     ("host", "0.0.0.0", "localhost", '"::1"', "0.0.0.0", "localhost", "::1"),
     ("port", "9000", "0", "57121", 9000, 0, 57121),
+    ("quit_from", "any", "10.0.0.0/8,local", '["192.168.1.20"]', ("0.0.0.0/0", "::/0"),
+     ("10.0.0.0/8", "127.0.0.0/8", "::1/128"), ("192.168.1.20/32",)),
     ("stats_interval", "5", "0.5", "10", 5.0, 0.5, 10.0),
     ("cache_mb", "512", "0", "128", 512, 0, 128),
     ("bpm", "126", "174.5", "90", 126.0, 174.5, 90.0),
@@ -415,7 +418,7 @@ def test_unknown_keys_and_sections_are_warnings(home):
     assert s.warnings == [
         f"{cfg}: key 'buffer_size' outside any section ignored; put it under [audio]",
         f"{cfg} line 3: unknown key [audio] bufer_size ignored; did you mean buffer_size?",
-        f"{cfg} line 5: unknown key [osc] speed ignored (known: host, port)",
+        f"{cfg} line 5: unknown key [osc] speed ignored (known: host, port, quit_from)",
         f"{cfg}: unknown section [mixer] ignored (known sections: audio, clock, media, osc, server)",
     ]
     assert s.source("buffer_size") == "platform default (Raspberry Pi 4)"

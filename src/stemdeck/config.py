@@ -203,6 +203,37 @@ def _parse_file_path(raw: object) -> str:
     return os.path.expanduser(text)
 
 
+#: ``quit_from``'s words for common sets of networks.
+QUIT_FROM_WORDS = {"local": ("127.0.0.0/8", "::1/128"), "any": ("0.0.0.0/0", "::/0"), "none": ()}
+
+
+def _parse_quit_from(raw: object) -> tuple[str, ...]:
+    """``local``, ``any``, ``none`` or addresses/networks (comma-separated, or a TOML list)."""
+    import ipaddress
+
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).replace(",", " ").split()
+    nets: list[str] = []
+    for item in items:
+        text = str(item).strip().lower()
+        try:
+            found = QUIT_FROM_WORDS[text] if text in QUIT_FROM_WORDS else \
+                (str(ipaddress.ip_network(text, strict=False)),)
+        except ValueError:
+            raise _Invalid(f"{item!r} is not an address or network") from None
+        nets += [n for n in found if n not in nets]
+    if not items:
+        raise _Invalid()
+    return tuple(nets)
+
+
+def _show_quit_from(nets: tuple[str, ...]) -> str:
+    for word, value in QUIT_FROM_WORDS.items():
+        if set(nets) == set(value):
+            return {"local": "this machine (loopback)", "any": "anyone",
+                    "none": "nobody (stop with SIGINT/SIGTERM)"}[word]
+    return ", ".join(nets)
+
+
 def _parse_bpm(raw: object) -> float:
     value = _real(raw)
     if not 20 <= value <= 400:
@@ -343,6 +374,21 @@ SETTINGS: dict[str, Setting] = {
             help="UDP port the OSC server listens on",
             default=57120,
             title="OSC port",
+        ),
+        Setting(
+            name="quit_from",
+            flag="--quit-from",
+            metavar="local|any|none|CIDR,...",
+            env=("STEMDECK_QUIT_FROM",),
+            section="osc",
+            key="quit_from",
+            parse=_parse_quit_from,
+            valid="local (loopback addresses), any, none, or addresses/networks such as "
+                  "192.168.1.20,10.0.0.0/8 (a TOML list in stemdeck.toml)",
+            help="who may stop the server with /quit; others get /fail and the music plays on",
+            default=QUIT_FROM_WORDS["local"],
+            show=_show_quit_from,
+            title="/quit from",
         ),
         Setting(
             name="stats_interval",

@@ -18,11 +18,17 @@ Strings that are not valid UTF-8 are decoded with ``surrogateescape`` (a
 file name in another encoding still opens); the address must be UTF-8.
 Everything is bounded by the packet: no allocation bigger than it.
 
+What is built is always valid UTF-8, so every client library can read it
+(python-osc decodes strictly): a reply that quotes such a string (``/fail``
+with a bad path) writes each byte that was not UTF-8 as the four
+characters ``\\xNN``, and a NUL inside a string as ``\\x00``.
+
 Pure Python, any thread.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
 import time
 from dataclasses import dataclass
@@ -230,8 +236,21 @@ def _bundle(data: bytes, pos: int, end: int, depth: int, max_depth: int) -> Bund
 
 # -- building ------------------------------------------------------------------------------------
 
+def _escape_unencodable(exc: UnicodeError):
+    """Codec error handler: a byte smuggled in by ``surrogateescape`` becomes
+    ``\\xNN``; any other lone surrogate ``\\uNNNN`` (neither is valid UTF-8)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+                   for c in exc.object[exc.start:exc.end])
+    return text, exc.end
+
+
+codecs.register_error("stemdeck.osc_escape", _escape_unencodable)
+
+
 def _pad_string(text: str) -> bytes:
-    raw = text.encode("utf-8", "surrogateescape")
+    raw = text.encode("utf-8", "stemdeck.osc_escape")
     if b"\x00" in raw:              # an OSC string ends at its first NUL: keep the packet aligned
         raw = raw.replace(b"\x00", b"\\x00")
     return raw + b"\x00" * (4 - len(raw) % 4)
@@ -239,8 +258,9 @@ def _pad_string(text: str) -> bytes:
 
 def encode_message(address: str, args=()) -> bytes:
     """Build one message: int -> i (h beyond 32 bits), float -> f, str -> s
-    (a NUL inside is written as the four characters ``\\x00``), bytes -> b,
-    bool -> T/F, None -> N."""
+    (always valid UTF-8: a NUL inside, or a byte that was not UTF-8, is
+    written as the four characters ``\\xNN``), bytes -> b, bool -> T/F,
+    None -> N."""
     tags = [","]
     parts = []
     for value in args:

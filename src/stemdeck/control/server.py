@@ -79,6 +79,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+from stemdeck.config import QUIT_FROM_WORDS, SETTINGS
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 from stemdeck.control.access import MediaRoots, parse_allow
@@ -244,7 +245,8 @@ class OscServer:
                  stats: Callable[[], dict] | None = None, output_latency=0.0,
                  max_packet: int = DEFAULT_MAX_PACKET, horizon: float = HORIZON_S,
                  on_quit: Callable[[], None] | None = None, loop=None,
-                 drain_events: bool = True, logger: logging.Logger | None = None):
+                 drain_events: bool = True, logger: logging.Logger | None = None,
+                 quit_from: Iterable[str] | None = None):
         self.controller = controller
         self.loop = loop
         self.drain_events = drain_events
@@ -253,6 +255,9 @@ class OscServer:
         self.port = int(port)
         self.tcp = bool(tcp)
         self.allow = parse_allow(allow)
+        # who may /quit (the quit_from setting; default: this machine's loopback addresses)
+        self.quit_from = parse_allow(QUIT_FROM_WORDS["local"] if quit_from is None else quit_from)
+        self._stopping_told = False
         roots = [r for r in (media_roots or ()) if r]
         self.media = MediaRoots(roots) if roots else None
         self.max_packet = int(max_packet)
@@ -391,6 +396,8 @@ class OscServer:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop serving and close the sockets (idempotent). From any thread;
         with ``loop``, from another thread it waits for the loop to close them."""
+        if self._udp is not None and not self._closed:
+            self._tell_stopping("shutting down")
         self._stop.set()
         self._wake()
         me = threading.current_thread()
@@ -672,13 +679,7 @@ class OscServer:
         host = sender[0] if isinstance(sender, tuple) else sender
         ok = self._allowed_cache.get(host)
         if ok is None:
-            try:
-                ip = ipaddress.ip_address(str(host).split("%")[0])
-                if ip.version == 6 and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped
-                ok = any(ip.version == net.version and ip in net for net in self.allow)
-            except ValueError:
-                ok = False
+            ok = _in_networks(host, self.allow)
             if len(self._allowed_cache) > 4096:
                 self._allowed_cache.clear()
             self._allowed_cache[host] = ok
@@ -816,6 +817,8 @@ class OscServer:
         c = self.c
         c.messages += 1
         address = msg.address
+        if address == "/quit" and not self._may_quit(sender):
+            return
         if address not in NO_ENGINE_COMMANDS and self._ring_free() < RING_RESERVE:
             c.busy_dropped += 1
             self._count(address, False)
@@ -915,8 +918,26 @@ class OscServer:
             self._subscribers.pop(sender, None)
         self._subs_snapshot = tuple(self._subscribers)
 
+    def _may_quit(self, sender) -> bool:
+        """The quit_from setting: a /quit from elsewhere gets /fail and changes nothing."""
+        peer = getattr(sender, "peer", sender)
+        if _in_networks(peer[0] if isinstance(peer, tuple) else peer, self.quit_from):
+            return True
+        self._count("/quit", False)
+        self._fail(sender, "/quit", f"not allowed from {_peer_text(peer)}: the quit_from setting "
+                   f"(--quit-from, STEMDECK_QUIT_FROM, [osc] quit_from) allows "
+                   f"{SETTINGS['quit_from'].show(tuple(map(str, self.quit_from)))}; the server plays on")
+        return False
+
+    def _tell_stopping(self, why: str) -> None:
+        """``/server stopping <why>`` to subscribers, once, before the sockets close."""
+        if not self._stopping_told:
+            self._stopping_told = True
+            self._notify("/server", "stopping", why)
+
     def _on_quit(self, sender) -> None:
         self.log.info("OSC: /quit from %s", _peer_text(getattr(sender, "peer", sender)))
+        self._tell_stopping(f"/quit from {_peer_text(getattr(sender, 'peer', sender))}")
         self._quit.set()
         self._stop.set()
         for action in (self._prev_quit, self.on_quit):
@@ -1235,6 +1256,17 @@ def _peek_address(data) -> str:
     except UnicodeDecodeError:
         return "?"
     return text if text.startswith("/") else "?"
+
+
+def _in_networks(host, nets) -> bool:
+    """Is ``host`` (an address; IPv4-mapped IPv6 counts as IPv4) in one of ``nets``?"""
+    try:
+        ip = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in nets)
 
 
 def _is_wildcard(host: str) -> bool:

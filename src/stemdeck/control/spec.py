@@ -631,7 +631,14 @@ MESSAGES: tuple[Message, ...] = (
         origin="scsynth", live_only=True),
     Message(
         "/quit", "quit", "Stop the server.", "Status and server", (), example="/quit",
-        reply="`/done /quit`", origin="scsynth", live_only=True),
+        reply="`/done /quit`; from an address the `quit_from` setting does not allow, "
+              "`/fail /quit <reason>` and the server plays on",
+        notes="Only honoured from the addresses in the `quit_from` setting (`--quit-from`, "
+              "`STEMDECK_QUIT_FROM`, `[osc] quit_from`: `local`, the default, is this machine's "
+              "loopback addresses; `any`; `none`; or addresses and networks). Before the server "
+              "stops, every `/notify` subscriber gets `/server stopping <why>` (why: `/quit from "
+              "host:port`, or `shutting down` on SIGINT/SIGTERM).",
+        origin="scsynth", live_only=True),
 )
 
 BY_ADDRESS: dict[str, Message] = {m.address: m for m in MESSAGES}

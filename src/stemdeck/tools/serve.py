@@ -55,7 +55,7 @@ from stemdeck.errors import ScoreError, UsageError
 
 TEMPO_SETTINGS = ("bpm", "stretch", "keylock_engine", "bpm_config", "movement_bpm")   # render's too
 SETTINGS = ("buffer_size", "sample_rate", "device", "backend", "latency", "host", "port",
-            "stats_interval", "cache_mb") + TEMPO_SETTINGS
+            "quit_from", "stats_interval", "cache_mb") + TEMPO_SETTINGS
 TEST_LATE_ENV = "STEMDECK_TEST_LATE_CALLBACK_MS"
 FADE_SECONDS = 0.05
 SCORE_LEAD_SECONDS = 0.5       # the score starts this long after ready
@@ -122,6 +122,7 @@ async def start_osc(server: Server):
 
     s = server.settings
     osc = OscServer(server.controller, server.engine, host=s.host, port=s.port, loop=server.loop,
+                    quit_from=getattr(s, "quit_from", config.QUIT_FROM_WORDS["local"]),
                     stats=server.status_fields,
                     output_latency=lambda: (server.output.reported_latency or 0.0) if server.output else 0.0,
                     **server.osc_options)
