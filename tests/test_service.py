@@ -11,12 +11,15 @@ are rendered; the lost device is a JACK dummy server killed under the server.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,7 +184,7 @@ def test_a_lost_device_keeps_the_pings_through_the_reconnect_window_then_exits_1
     pings = [lost_at] + [t for t in notify.after(lost_at, "WATCHDOG=1") if t < stopping_at]
     assert pings[-1] - pings[0] > reconnect - 1, (pings, notify.messages)   # through the window
     assert max(gaps(pings)) < PING_LIMIT, (gaps(pings), output.read_text())
-    assert not notify.after(lost_at, "STATUS=stuck"), notify.messages
+    assert not notify.after(ready_at, "STATUS=stuck"), notify.messages     # not even while noticing the loss
 
 
 def test_a_reconnect_that_hangs_past_its_window_is_judged_stuck():
@@ -197,12 +200,48 @@ def test_a_reconnect_that_hangs_past_its_window_is_judged_stuck():
     judge = StreamJudge(engine, output, reconnect=30, clock=lambda: now[0])
     engine.render(np.zeros((512, 2), np.float32))
     assert judge.check() == (True, None)                                     # the clock moves
-    output.state = "lost"
+    output.state = "reconnecting"
     now[0] += 5
     alive, status = judge.check()
     assert alive and status.startswith("audio device lost, reconnecting (--reconnect 30 s)")
+    output.state = "lost"                                                    # lost again at once
     now[0] += 30 + LOST_GRACE_SECONDS - 5                                    # the window's very end
     assert judge.check() == (True, None)
     now[0] += 1
     alive, status = judge.check()
-    assert not alive and status.startswith("stuck: no audio rendered for 41.0 s (output lost, lost for longer")
+    assert not alive and status.startswith("stuck: no audio rendered for 41.0 s (output lost, for longer")
+
+
+# -- the example unit --------------------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parents[1] / "examples" / "stemdeck.service"
+
+
+def unit_values(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_example_unit_is_valid_and_asks_for_what_serve_needs(tmp_path):
+    text = UNIT.read_text()
+    values = unit_values(text)
+    assert values["Type"] == "notify" and values["Restart"] == "on-failure"
+    # its command lines (and the commented-out example) are ones serve accepts
+    from stemdeck.cli import build_parser
+
+    exe, command, *args = shlex.split(values["ExecStart"])
+    assert command == "serve" and build_parser().parse_args([command, *args]).realtime
+    examples = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("#ExecStart=")]
+    assert examples
+    for line in examples:
+        build_parser().parse_args(shlex.split(line)[1:])
+    # --realtime's SCHED_FIFO priority and mlockall are allowed
+    from stemdeck.audio.realtime import DEFAULT_PRIORITY
+
+    assert int(values["LimitRTPRIO"]) >= DEFAULT_PRIORITY and values["LimitMEMLOCK"] == "infinity"
+    assert values["WatchdogSec"]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax was not checked")
+    here = tmp_path / "stemdeck.service"       # its ExecStart must exist: point it at this install
+    here.write_text(text.replace(exe, str(Path(sys.executable).with_name("stemdeck"))))
+    verify = subprocess.run(["systemd-analyze", "verify", str(here)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr

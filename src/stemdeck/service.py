@@ -12,17 +12,19 @@ Without ``NOTIFY_SOCKET`` nothing is sent and :func:`supervise` returns at
 once; without ``WATCHDOG_USEC`` it never wakes until the server stops.
 
 The watchdog: every half ``WATCHDOG_USEC`` it sends ``WATCHDOG=1`` if the
-engine's frame counter moved since the last look, so a stuck stream (a
-callback that never returns, a device that stopped asking for audio
-unnoticed, a hung clock) stops the pings and systemd restarts the server
-after ``WatchdogSec``. One exception, decided on purpose: while the output
-is ``lost`` and reconnecting (``--reconnect``, 30 s by default) the frame
-counter stands still by design, and the pings go on for up to that window
-plus :data:`LOST_GRACE_SECONDS` after the last rendered frame. A restart
-would throw away the decks and buffers the reconnect keeps, and a new
-process could not open the missing device either; if the device is not
-back in time the server exits 1 by itself (``Restart=on-failure``), and
-if it hangs instead, the pings stop and the watchdog catches it.
+engine's frame counter moved since the last look (on PortAudio: within the
+3 s its device monitor may take to call a stalled stream lost), so a stuck
+stream (a hung clock thread, a monitor or reconnect that hangs, a frozen
+process) stops the pings and systemd restarts the server after
+``WatchdogSec``. One exception, decided on purpose: while the output is
+lost and reconnecting (:data:`RECOVERING`; ``--reconnect``, 30 s by
+default) the frame counter stands still by design, and the pings go on
+for up to that window plus :data:`LOST_GRACE_SECONDS` after the last
+rendered frame. A restart would throw away the decks and buffers the
+reconnect keeps, and a new process could not open the missing device
+either; if the device is not back in time the server exits 1 by itself
+(``Restart=on-failure``), and if it hangs instead, the pings stop and the
+watchdog catches it.
 
 Threads: everything here runs on the control thread's asyncio loop, never
 the audio thread; the socket is non-blocking and a refused send is dropped
@@ -40,6 +42,7 @@ import time
 log = logging.getLogger("stemdeck")
 
 LOST_GRACE_SECONDS = 10.0      # beyond --reconnect: noticing the loss (2 s stall) and giving up
+RECOVERING = ("lost", "reconnecting")    # output states of a device being reopened (audio.portaudio)
 
 
 class Notifier:
@@ -111,6 +114,15 @@ class StreamJudge:
         self.output = output
         self.reconnect = reconnect
         self.allowance = reconnect + LOST_GRACE_SECONDS
+        # A PortAudio stream that stalls is only called lost (RECOVERING) by
+        # its monitor after STALL_SECONDS; a ping skipped meanwhile would make
+        # systemd kill the server at the next deadline, before the reconnect
+        # it should be spared for. The null backend has no monitor to wait for.
+        self.notice = 0.0
+        if getattr(output, "kind", None) == "portaudio":
+            from stemdeck.audio.portaudio import STALL_SECONDS
+
+            self.notice = STALL_SECONDS + 1.0      # + its polling, on a busy machine
         self.clock = clock
         self.last_frame = engine.frame
         self.last_move = clock()
@@ -123,8 +135,10 @@ class StreamJudge:
         if frame != self.last_frame:
             self.last_frame, self.last_move = frame, now
             verdict, alive = "playing", True
-        elif state == "lost" and now - self.last_move <= self.allowance:
+        elif state in RECOVERING and now - self.last_move <= self.allowance:
             verdict, alive = "reconnecting", True
+        elif now - self.last_move <= self.notice:
+            verdict, alive = self.verdict, True      # not yet: the output may be about to call it lost
         else:
             verdict, alive = "stuck", False
         still = now - self.last_move
@@ -138,7 +152,7 @@ class StreamJudge:
             return alive, f"playing ({clock})"
         if verdict == "reconnecting":
             return alive, f"audio device lost, reconnecting (--reconnect {self.reconnect:g} s); {clock}"
-        why = f"output {state}" + (", lost for longer than the reconnect window" if state == "lost" else "")
+        why = f"output {state}" + (", for longer than the reconnect window" if state in RECOVERING else "")
         log.error("watchdog: the engine's clock has not moved for %.1f s (%s, %s): no longer telling "
                   "systemd it is alive; it restarts stemdeck after WatchdogSec", still, why, clock)
         return alive, f"stuck: no audio rendered for {still:.1f} s ({why}); {clock}"
