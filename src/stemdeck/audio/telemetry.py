@@ -20,7 +20,10 @@ them twice a second and:
 
 :meth:`Telemetry.stats` gives the same figures to Python callers (the OSC
 status reply, ``stemdeck tune``, benchmarks, tests); :meth:`status_fields`
-gives the fields of ``/status.reply`` that only the server knows.
+gives the fields of ``/status.reply`` that only the server knows, and the
+output's state (``output``: running, lost, reconnecting...; its loss and
+reconnect counts). While the output is not running nothing is heard, so
+they say 0 voices playing and 0 % DSP load rather than the last figures.
 
 Threads: its own reporter thread; ``stats()`` and ``status_fields()`` from
 any thread (they return a copy made under a lock).
@@ -94,12 +97,14 @@ class Telemetry:
     device's reported latency, which can change after a reconnect), or None
     for the block latency. ``stats_interval``: seconds between summary
     lines (0: none). ``realtime``: whether --realtime was asked (advice).
+    ``output``: the backend (:mod:`stemdeck.audio.output`), whose ``info()``
+    the status includes.
     """
 
     def __init__(self, engine, *, block_size: int, sample_rate: int, stats_interval: float = 0.0,
                  warn_interval: float = WARN_INTERVAL, window: float = WINDOW_SECONDS,
                  latency=None, realtime: bool = False, hint: str | None = None,
-                 logger: logging.Logger | None = None):
+                 logger: logging.Logger | None = None, output=None):
         self.engine = engine
         self.block_size = int(block_size)
         self.sample_rate = int(sample_rate)
@@ -108,6 +113,7 @@ class Telemetry:
         self.warn_interval = float(warn_interval)
         self.window = float(window)
         self.latency = latency
+        self.output = output
         self.realtime = realtime
         self.hint = hint
         self.log = logger or log
@@ -169,7 +175,7 @@ class Telemetry:
     def status_fields(self) -> dict:
         """The ``/status.reply`` fields only the server knows (see control.spec.STATUS_FIELDS)."""
         st = self.stats()
-        return {
+        fields = {
             "buffer_size": self.block_size,
             "latency_ms": st["latency_ms"],
             "underruns": st["underruns"],
@@ -178,6 +184,12 @@ class Telemetry:
             "cpu_percent": st["cpu_percent"],
             "uptime_s": st["uptime_s"],
         }
+        if self.output is not None:
+            fields["output"] = info = self.output.info()
+            if info["state"] != "running":
+                # the voices are kept for the device's return, but none is heard
+                fields.update(voices_playing=0, dsp_load_avg=0.0, dsp_load_peak=0.0)
+        return fields
 
     def summary_line(self, st: dict | None = None) -> str:
         st = st or self.stats()

@@ -896,6 +896,10 @@ class OscServer:
         """Send an event to every /notify subscriber (control thread)."""
         self._notify(address, *args)
 
+    def notify(self, address: str, *args) -> None:
+        """Send an event to every /notify subscriber (e.g. ``/device lost``; any thread)."""
+        self._notify(address, *args)
+
     def _notify(self, address: str, *args) -> None:
         subs = self._subs_snapshot
         if not subs:

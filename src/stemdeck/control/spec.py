@@ -627,7 +627,12 @@ MESSAGES: tuple[Message, ...] = (
                                                       "(accepted and ignored)", 0, 2**31 - 1, None,
                                   default_text="none")),
         example="/notify 1", reply="`/done /notify`; then `/loaded id`, `/ended id`, "
-                                   "`/underrun count`, `/late seconds address`, `/beat bar beat`",
+                                   "`/underrun count`, `/late seconds address`, `/beat bar beat`, "
+                                   "`/device lost reason`, `/device back seconds_out`",
+        notes="`/device lost reason` comes when the audio output is lost (e.g. the JACK server "
+              "died) and `/device back seconds_out` when it plays again; the decks, buffers and "
+              "clock are kept meanwhile, and `/status.json` shows `output` (`state`, `losses`, "
+              "`reconnects`).",
         origin="scsynth", live_only=True),
     Message(
         "/quit", "quit", "Stop the server.", "Status and server", (), example="/quit",

@@ -269,7 +269,7 @@ class Server:
             hooks={"status": self.status_fields, "quit": lambda sender: self.request_stop("/quit")})
         self.output = open_output(self.engine, s, reconnect=self.reconnect, realtime=self.realtime,
                                   on_failed=lambda message: self.request_stop(message, 1),
-                                  on_message=self.say, rescan=self.rescan)
+                                  on_message=self.say, on_event=self._device_event, rescan=self.rescan)
         for line in self.output.describe():
             self.say(line)
         device = self.output.reported_latency
@@ -335,7 +335,8 @@ class Server:
                 self.say(f"--realtime: {hint}")
             self.telemetry = Telemetry(self.engine, block_size=s.buffer_size, sample_rate=s.sample_rate,
                                        stats_interval=s.stats_interval, realtime=self.realtime,
-                                       latency=lambda: self.output.reported_latency, hint=hint)
+                                       latency=lambda: self.output.reported_latency, hint=hint,
+                                       output=self.output)
             self.output.start()
             self.telemetry.start()
             if self.realtime and self.output.kind == "portaudio":
@@ -422,6 +423,15 @@ class Server:
         elif address == "/fail":
             where = f"{sender}: " if isinstance(sender, str) else ""
             log.warning("%s/fail %s", where, " ".join(str(a) for a in args))
+
+    def _device_event(self, kind: str, detail) -> None:
+        """The output's monitor thread: the device was "lost" (reason) or is
+        "back" (seconds out). Tells /notify subscribers: ``/device lost reason``,
+        ``/device back seconds``."""
+        loop, osc = self.loop, self.osc
+        if osc is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(osc.notify, "/device", kind,
+                                      str(detail) if kind == "lost" else float(detail))
 
     def _load_ready(self) -> None:
         loop = self.loop
