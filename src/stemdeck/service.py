@@ -154,7 +154,7 @@ class StreamJudge:
             return alive, f"audio device lost, reconnecting (--reconnect {self.reconnect:g} s); {clock}"
         why = f"output {state}" + (", for longer than the reconnect window" if state in RECOVERING else "")
         log.error("watchdog: the engine's clock has not moved for %.1f s (%s, %s): no longer telling "
-                  "systemd it is alive; it restarts stemdeck after WatchdogSec", still, why, clock)
+                  "systemd it is alive (it restarts stemdeck if this lasts WatchdogSec)", still, why, clock)
         return alive, f"stuck: no audio rendered for {still:.1f} s ({why}); {clock}"
 
 
