@@ -3,7 +3,7 @@ underruns during the load, memory growth, and major page faults in callbacks on 
 
     .venv/bin/python benchmarks/cue_latency.py [--backend jack|null] [--block 256]
                                                [--seconds 60] [--file PATH] [--keep]
-                                               [--no-compare] [--json FILE]
+                                               [--no-compare] [--change] [--json FILE]
 
 Generates a 140 MB 16-bit 44.1 kHz stereo WAV (about 13 minutes; kept in a
 temporary folder unless ``--file`` names where), drops it from the page
@@ -31,6 +31,13 @@ and reports:
   pages the read-ahead thread read from disk instead;
 - for comparison (``--no-compare`` skips it), reading the whole file and
   converting it to float32 (``media.decode.load_audio``): time and size.
+- with ``--change``, after the playback: ``cp`` of a short WAV over the
+  playing file (what a DJ copying tracks into the folder does). The file
+  guard (``media/guard.py``) copies the sample into memory while ``cp``
+  waits: how long ``cp`` took, when the ``/file`` event came, underruns
+  around it, memory afterwards against the file size, and whether the
+  stem's samples stayed the same. The file is overwritten: a later run
+  makes it again.
 
 The workload's own stem on buffer 1100 (deck B's first ID, which ``/cue B``
 loads into) is stopped before the cue, so 16 stems play afterwards.
@@ -98,7 +105,7 @@ def open_output(engine, backend: str, block: int):
     return open_(engine, settings, reconnect=0, rescan=backend == "jack")
 
 
-def run(path: str, backend: str, block: int, seconds: float, jack=None) -> dict:
+def run(path: str, backend: str, block: int, seconds: float, jack=None, change: bool = False) -> dict:
     from stemdeck.control.handlers import Controller
     from stemdeck.engine import Engine
     from stemdeck.engine import layout as L
@@ -198,10 +205,46 @@ def run(path: str, backend: str, block: int, seconds: float, jack=None) -> dict:
             played_frames=int(seconds * SR * 1.0),
             resident_fraction_end=round(resident_fraction(data), 3),
         )
+        if change:
+            result.update(overwrite_while_playing(path, data, engine, block, loader, jack_xruns))
     finally:
         output.close()
         loader.close()
     return result
+
+
+def overwrite_while_playing(path, data, engine, block, loader, jack_xruns) -> dict:
+    """``cp`` a short WAV over the playing file; what it cost and what was heard."""
+    import subprocess
+
+    events = []
+    loader.on_file_event = lambda *e: events.append((time.perf_counter(), e))
+    small = path + ".new.wav"
+    make_wav(small, 1 << 20)
+    probe = np.array(data[::4096])
+    before, xr0, mem0 = engine.stats(), jack_xruns(), memory()
+    t0 = time.perf_counter()
+    subprocess.run(["cp", small, path], check=True)
+    took = time.perf_counter() - t0
+    os.remove(small)
+    deadline = time.perf_counter() + 5
+    while not events and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    time.sleep(1.0)
+    after, mem1 = engine.stats(), memory()
+    return {
+        "change_cp_ms": round(took * 1000, 1),
+        "change_event_ms": round((events[0][0] - t0) * 1000, 1) if events else None,
+        "change_event": list(events[0][1]) if events else None,
+        "change_underflows": after["underflows"] - before["underflows"],
+        "change_jack_client_xruns": jack_xruns() - xr0,
+        "change_callback_max_us": round(float(engine.callback_durations()[-int(2 * SR / block):].max()) / 1000, 1),
+        # the probe above faulted the file's pages in, so RSS barely moves: the copy
+        # shows as anonymous memory taking the place of file pages
+        "change_memory_growth": mem1["rss"] - mem0["rss"],
+        "change_anon_growth": mem1["anon"] - mem0["anon"],
+        "change_samples_unchanged": bool(np.array_equal(np.array(data[::4096]), probe)),
+    }
 
 
 def compare_decode(path: str) -> dict:
@@ -238,6 +281,13 @@ def report(r: dict) -> None:
           f"(slowest look at the voices {ra.get('max_tick_ms', 0):.1f} ms)")
     print(f"whole run         {r['run_underflows']} underflows, {r['run_overruns']} overruns, "
           f"{r['run_jack_client_xruns']} jackd XRuns on stemdeck, {r['voices']} voices at the end")
+    if "change_cp_ms" in r:
+        print(f"file changed      cp of a 1 MB WAV over it took {r['change_cp_ms']:.0f} ms (it waited for the copy); "
+              f"/file event {r['change_event']} at {r['change_event_ms']} ms; {r['change_underflows']} underflows, "
+              f"{r['change_jack_client_xruns']} jackd XRuns on stemdeck, slowest callback "
+              f"{r['change_callback_max_us']:.0f} us; anonymous memory +{r['change_anon_growth'] / mb:.1f} MB "
+              f"({r['change_anon_growth'] / size:.2f}x the file; RSS {r['change_memory_growth'] / mb:+.1f} MB); "
+              f"samples unchanged: {r['change_samples_unchanged']}")
     if "decode_s" in r:
         print(f"for comparison    load_audio (read whole, convert to float32): {r['decode_s']:.2f} s, "
               f"{r['decoded_bytes'] / mb:.0f} MB ({r['decoded_bytes'] / size:.1f}x the file)")
@@ -252,6 +302,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated WAV")
     ap.add_argument("--no-compare", action="store_true", help="skip the whole-file decode comparison")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--change", action="store_true",
+                    help="at the end, cp a short WAV over the playing file (the file guard's copy)")
     args = ap.parse_args()
 
     tmp = None
@@ -259,7 +311,7 @@ def main() -> int:
     if path is None:
         tmp = tempfile.mkdtemp(prefix="stemdeck-cue-")
         path = os.path.join(tmp, "big.wav")
-    if not os.path.exists(path):
+    if not os.path.exists(path) or os.path.getsize(path) < FILE_BYTES:     # --change overwrote it
         print(f"writing {path} ...", flush=True)
         make_wav(path)
     try:
@@ -273,9 +325,9 @@ def main() -> int:
             with JackServer(rate=SR, period=args.block) as jack:
                 os.environ["JACK_DEFAULT_SERVER"] = jack.name
                 os.environ["JACK_NO_START_SERVER"] = "1"
-                result = run(path, "jack", args.block, args.seconds, jack)
+                result = run(path, "jack", args.block, args.seconds, jack, args.change)
         else:
-            result = run(path, "null", args.block, args.seconds)
+            result = run(path, "null", args.block, args.seconds, change=args.change)
         if not args.no_compare:
             result.update(compare_decode(path))
         report(result)

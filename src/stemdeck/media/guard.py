@@ -68,6 +68,7 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
 PROT_READ, PROT_WRITE = 1, 2
 _INOTIFY_EVENT = struct.Struct("iIII")
+SWAP_CHUNK = 1 << 20           # bytes swapped per mremap call (see _copy_over)
 
 SUPPORTED = hasattr(fcntl, "F_SETLEASE") and hasattr(signal, "SIGRTMIN") and hasattr(signal, "sigtimedwait")
 
@@ -289,12 +290,16 @@ class FileGuard:
         if tmp in (None, _MAP_FAILED):
             return self._zero_over(g, failed=True)
         ctypes.memmove(tmp, g.base, g.length)    # the file is intact: its writer waits for us
-        # one call swaps the copy in under the same addresses: a reader sees the old
-        # page or the new one, with the same bytes either way
-        moved = libc.mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, g.base)
-        if moved in (None, _MAP_FAILED):
-            libc.munmap(tmp, size)
-            return self._zero_over(g, failed=True)
+        # mremap swaps the copy in under the same addresses: a reader sees the old page
+        # or the new one, with the same bytes either way. In chunks, because mremap
+        # holds the process's memory-map lock, and a page fault anywhere (the audio
+        # thread's included) waits for it: a 140 MB swap in one call held it for ms.
+        for off in range(0, size, SWAP_CHUNK):
+            n = min(SWAP_CHUNK, size - off)
+            moved = libc.mremap(tmp + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, g.base + off)
+            if moved in (None, _MAP_FAILED):
+                libc.munmap(tmp + off, size - off)
+                return self._zero_over(g, failed=True)
         g.state = "copied"
         self.handled["copied"] += 1
         return "copied"
