@@ -5,8 +5,9 @@ Holds :func:`prepare_portaudio` (before a PortAudio stream starts),
 :func:`make_current_thread_realtime` (the null backend's clock thread),
 :func:`raise_process_priority` (the fallback), :func:`check_permission`,
 :func:`explain_refusal`, and the memory and kernel side: :func:`prefault`
-(every server start), :func:`lock_memory` (``--realtime``) and
-:func:`kernel_hint` (a kernel that cannot preempt kernel code).
+(every server start, with :func:`keep_pages_in_place`), :func:`lock_memory`
+(``--realtime``) and :func:`kernel_hint` (a kernel that cannot preempt
+kernel code).
 
 Who owns the audio thread decides what can be done:
 
@@ -210,11 +211,14 @@ def prefault(engine) -> int:
     """Write every page of the engine's state arrays once (same values), so
     the audio thread never takes a first-touch page fault, which can wait
     behind another thread's large mmap/munmap (a file load) for
-    milliseconds. Call before the audio starts. Returns the bytes touched."""
+    milliseconds, and keep the pages where they are afterwards
+    (:func:`keep_pages_in_place`). Call before the audio starts. Returns
+    the bytes touched."""
     import dataclasses
 
     import numpy as np
 
+    keep_pages_in_place()
     total = 0
     for field in dataclasses.fields(engine.state):
         array = getattr(engine.state, field.name)
@@ -226,6 +230,28 @@ def prefault(engine) -> int:
 
 
 _MCL_CURRENT = 1
+_PR_SET_THP_DISABLE = 41
+
+
+def keep_pages_in_place() -> bool:
+    """Stop the kernel from collapsing this process's pages into huge pages
+    later (``prctl(PR_SET_THP_DISABLE)``; Linux 3.15+). numpy asks for
+    transparent huge pages on every array of 4 MB or more (the engine's
+    buses, decoded samples), so khugepaged visits the process every few
+    seconds; each collapse holds the process's ``mmap_lock`` for writing
+    and unmaps the 2 MB range while it copies, and an audio-thread access
+    to that range faults and waits. Seen on a 2-core VM: a 3.9 ms callback
+    at 128 frames (2.9 ms), the thread asleep in ``lock_mm_and_find_vma``
+    while khugepaged ran. Pages already huge stay so; new memory comes in
+    4 KB pages, which the engine's sequential reads do not notice.
+    Returns whether the kernel accepted."""
+    if not supported():
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def lock_memory() -> tuple[bool, str]:
