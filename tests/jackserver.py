@@ -21,7 +21,9 @@ What was learned about jackd 1.9 (Debian jackd2) here:
 - readiness: ``jack_wait -c -s NAME`` prints "running" once clients can
   connect (about 0.3 s after start);
 - every late client cycle logs one line containing ``XRun``
-  (``JackEngine::XRun: client = PortAudio was not finished, ...``);
+  (``JackEngine::XRun: client = PortAudio was not finished, state =
+  Triggered``), naming each client unfinished at that cycle's start
+  (:meth:`JackServer.xrun_blames`);
 - SIGTERM stops it in milliseconds and removes its files; SIGKILL leaves
   its socket and semaphores in JACK's tmp folder (``/dev/shm``), which
   :meth:`JackServer.kill` removes; a server can be started again under the
@@ -58,6 +60,10 @@ from pathlib import Path
 JACK_TMP_DIR = Path("/dev/shm")  # Debian's libjack keeps sockets and semaphores here
 JACK_REGISTRY = JACK_TMP_DIR / "jack-shm-registry"
 _counter = itertools.count(1)
+# "JackEngine::XRun: client = NAME was not finished, state = STATE" and
+# "JackEngine::XRun: client NAME finished after current callback"
+_XRUN_BLAME = re.compile(r"client = (?P<client>.+?) was not finished, state = (?P<state>\w+)"
+                         r"|client (?P<late>.+?) finished after current callback")
 _RUN_ID = uuid.uuid4().hex[:6]
 
 
@@ -295,16 +301,48 @@ class JackServer:
         """XRun lines jackd has logged so far: one per late client cycle."""
         return sum(1 for line in self.log().splitlines() if "XRun" in line)
 
+    def xrun_blames(self) -> list[tuple[str | None, str]]:
+        """Every XRun line so far as (client, state); client None for the
+        dummy driver's own timer (``JackTimedDriver::Process XRun``).
+
+        At each cycle that starts before the last one finished, jackd names
+        every client not yet finished, with its state then: ``Triggered``
+        (woken, but the kernel had not run its thread yet), ``Running`` (it
+        was inside its cycle: its callback, or its JACK library's code
+        around it), or ``Finished late``. Which client a machine stall
+        hits depends on which CPU the kernel woke it on (see
+        docs/tuning.md, "The busy-machine check")."""
+        blames: list[tuple[str | None, str]] = []
+        for line in self.log().splitlines():
+            if "XRun" not in line:
+                continue
+            m = _XRUN_BLAME.search(line)
+            if m is None:
+                blames.append((None, "driver"))
+            elif m.group("client"):
+                blames.append((m.group("client"), m.group("state")))
+            else:
+                blames.append((m.group("late"), "Finished late"))
+        return blames
+
     def xruns_by_client(self, ours: str = "PortAudio", witness: str = "witness") -> tuple[int, int, int]:
         """XRun lines so far, split three ways: blamed on client ``ours``
         (stemdeck's PortAudio client), on the ``witness`` client (a
         jack_metro run beside it, to tell the machine's stalls from ours),
         and the rest (the dummy driver's own timer)."""
         counts = [0, 0, 0]
-        for line in self.log().splitlines():
-            if "XRun" in line:
-                counts[0 if f"client = {ours}" in line else 1 if f"client = {witness}" in line else 2] += 1
+        for client, _state in self.xrun_blames():
+            counts[0 if client == ours else 1 if client == witness else 2] += 1
         return tuple(counts)
+
+    def xruns_by_state(self, client: str = "PortAudio") -> dict[str, int]:
+        """XRun lines so far that blame ``client``, counted by its state then
+        (``Triggered``, ``Running``, ``Finished late``; see :meth:`xrun_blames`)."""
+        counts: dict[str, int] = {}
+        for name, state in self.xrun_blames():
+            if name == client:
+                counts[state] = counts.get(state, 0) + 1
+        return counts
 
     def ports(self, timeout: float = 10.0) -> list[str]:
         """Port names on the server (``jack_lsp``); [] if it cannot say in ``timeout``."""

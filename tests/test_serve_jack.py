@@ -105,7 +105,7 @@ def summary_underruns(text: str) -> int:
 def client_xruns(jack_server, client: str = "PortAudio") -> int:
     """XRuns jackd blames on one client (PortAudio's: a late callback), as
     opposed to the dummy driver's own timer being late (load on the machine)."""
-    return sum(1 for line in jack_server.log().splitlines() if "XRun" in line and f"client = {client} " in line)
+    return sum(jack_server.xruns_by_state(client).values())
 
 
 # -- audio flows ------------------------------------------------------------------------------
@@ -261,18 +261,43 @@ def test_no_output_device_says_so_and_suggests_the_null_backend(tmp_path):
 
 # -- the GIL ------------------------------------------------------------------------------------
 
+def _counts_since(before: dict, after: dict) -> dict:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+
+
 def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkeypatch):
     """In-process: the server's callback is compiled code that never takes the
-    GIL, so pure-Python threads and a garbage-collector churn in the same
-    interpreter cannot make it late.
+    GIL, on JACK's SCHED_FIFO thread, so pure-Python threads and a
+    garbage-collector churn in the same interpreter cannot make it late.
 
-    A callback that needed the GIL would be late nearly every period here
-    (three threads holding it for 50 ms slices: hundreds of xruns in 4 s,
-    DESIGN.md measured 1,740 in 10 s). What a machine does to any JACK client
-    (a VM's stolen time, a kernel that cannot preempt) is measured beside it
-    by a witness client, jack_metro, and allowed for.
+    What a user would hear from Python is stemdeck's own cycle running
+    late, so that is what is counted: the callback past its period (the
+    engine's overruns) and the cycles jackd found stemdeck's client
+    *Running* (inside its callback or PortAudio's and libjack's code
+    around it), against the same count for a witness client (jack_metro)
+    in the same window. A callback that needed the GIL would be late
+    nearly every period here (three threads holding it for 50 ms slices:
+    hundreds of xruns in 4 s, DESIGN.md measured 1,740 in 10 s).
+
+    jackd also blames a client it woke whose thread the kernel had not run
+    yet (*Triggered*). That is the machine, not Python: the thread is
+    SCHED_FIFO (asserted below), above every Python thread, so a Python
+    thread in user mode is preempted at once; what holds it off is a CPU
+    the VM's host has descheduled or kernel code the kernel will not
+    preempt (preempt=none). The witness cannot stand in for those: jackd
+    wakes stemdeck's client first, onto the CPU jackd is not on, and the
+    witness after it, onto jackd's own, so stalls of the other CPU land on
+    stemdeck alone (perf on this 2-core VM: 9,934 of 9,943 wake-ups of
+    ours on the other CPU, 9,874 of 10,196 of the witness's on jackd's).
+    That is how a busy run once blamed 11 on ours and 2 on the witness.
+    They are bounded loosely, at 2 % of the cycles: a callback thread
+    Python could hold off (jackd --no-realtime) was blamed for 8 % here
+    with a CPU hog per core; a busy VM's stalls stayed under 1 % in every
+    window seen. docs/tuning.md, "The busy-machine check", says how to
+    tell the two apart.
     """
     from stemdeck import config
+    from stemdeck.audio import realtime
     from stemdeck.tools import serve as serve_mod
     from stemdeck.tools.workload import build_reference_workload
 
@@ -289,6 +314,10 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
         server.call_soon(lambda: (build_reference_workload(server.engine, stems=8, seconds=10), built.set()))
         assert built.wait(60)
         time.sleep(0.5)
+        rt_threads = realtime.realtime_threads()
+        status = open("/proc/self/status").read()
+        # khugepaged collapsing the engine's pages would stall the callback behind the memory lock
+        assert "THP_enabled" not in status or "THP_enabled:\t0" in status, "serve left huge-page collapsing on"
 
         stop = threading.Event()
 
@@ -311,14 +340,14 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
         old_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.05)                 # hold the GIL 10x longer than usual
         threads = [threading.Thread(target=f, daemon=True) for f in (busy, busy, churn)]
-        before, ours_before, witness_before = server.stats(), client_xruns(jack_server), \
-            client_xruns(jack_server, "witness")
+        before, ours_before, witness_before = server.stats(), jack_server.xruns_by_state(), \
+            jack_server.xruns_by_state("witness")
         t0 = time.monotonic()
         for t in threads:
             t.start()
         time.sleep(4.0)
-        after, t1 = server.stats(), time.monotonic()
-        ours, witness = client_xruns(jack_server) - ours_before, client_xruns(jack_server, "witness") - witness_before
+        after, t1, durations = server.stats(), time.monotonic(), server.engine.callback_durations()
+        ours_after, witness_after = jack_server.xruns_by_state(), jack_server.xruns_by_state("witness")
         stop.set()
         for t in threads:
             t.join()
@@ -327,8 +356,16 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
         server.request_stop()
         runner.join(10)
     assert server.exit_status == 0
+    assert rt_threads, ("the callback's thread (libjack's) is not real-time, so Python threads compete with it: "
+                        "the test's jackd must run with -R (JackServer(realtime=True))")
     callbacks = after["callbacks"] - before["callbacks"]
     assert callbacks == pytest.approx((t1 - t0) * SR / 128, rel=0.1)   # the audio kept running
     assert after["voices"] == 8
-    assert after["overruns"] - before["overruns"] == 0                 # never past its period
-    assert ours <= max(2, witness + 1), f"{ours} xruns blamed on stemdeck, {witness} on the witness"
+    ours, witness = _counts_since(ours_before, ours_after), _counts_since(witness_before, witness_after)
+    seen = (f"jackd blamed stemdeck for {ours or 'none'}, the witness for {witness or 'none'} "
+            f"(by state); slowest callback {durations[-callbacks:].max() / 1e6:.2f} ms of "
+            f"{128 / SR * 1e3:.2f}; real-time threads {rt_threads}")
+    assert after["overruns"] - before["overruns"] == 0, seen           # never past its period
+    assert ours.get("Running", 0) + ours.get("Finished late", 0) <= \
+        witness.get("Running", 0) + witness.get("Finished late", 0) + 1, seen
+    assert ours.get("Triggered", 0) <= 0.02 * callbacks, seen
