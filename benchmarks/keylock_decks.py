@@ -86,7 +86,7 @@ def time_engine(e, block: int, seconds: float) -> np.ndarray:
 def time_rubberband(engine_name: str, block: int, seconds: float) -> tuple[np.ndarray, float]:
     """Four stretchers alone, as the kernel drives them: per-block µs (ctypes
     overhead subtracted) and that overhead per block."""
-    from stemdeck.engine.keylock import RubberBand
+    from stemdeck.engine.rubberband import RubberBand
 
     rb = RubberBand.load()
     lib = rb.lib

@@ -7,7 +7,7 @@ pitch error on a pure tone at several scales and the cost per block.
 
     .venv/bin/python benchmarks/keylock_latency.py [--sample-rate 44100]
 
-The lookahead in stemdeck/engine/keylock.py comes from this table.
+The lookahead in stemdeck/engine/rubberband.py comes from this table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from stemdeck.engine.keylock import ENGINES, RubberBand
+from stemdeck.engine.rubberband import ENGINES, RubberBand
 
 
 def measure(rb: RubberBand, sr: int, engine: str, block: int, scale: float, seconds: float = 10.0):

@@ -15,7 +15,7 @@ import soundfile as sf
 from stemdeck.control import spec
 from stemdeck.control.handlers import Controller, RecordingEngine
 from stemdeck.errors import MediaError
-from stemdeck.media.cache import MB, BudgetFull, SampleCache
+from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache
 from stemdeck.media.loader import MediaLoader
 
 SR = 44100

@@ -171,13 +171,13 @@ class RecordingEngine:
     @property
     def keylock_available(self) -> bool:
         """As the real engine would say: whether Rubber Band's library loads."""
-        from stemdeck.engine.keylock import RubberBand
+        from stemdeck.engine.rubberband import RubberBand
 
         return RubberBand.load() is not None
 
     @property
     def keylock_latency(self) -> int:
-        from stemdeck.engine.keylock import lookahead_frames
+        from stemdeck.engine.rubberband import lookahead_frames
 
         return lookahead_frames(self.sample_rate, self.keylock_engine)
 

@@ -58,7 +58,7 @@ class Engine:
     def _setup_keylock(self, engine_name: str) -> None:
         """One real-time stretcher per deck, made now (allocation is not for the
         audio thread); the kernel reaches them through the function table."""
-        from stemdeck.engine.keylock import RubberBand, lookahead_frames
+        from stemdeck.engine.rubberband import RubberBand, lookahead_frames
 
         st = self.state
         st.params[L.P_LOOKAHEAD] = lookahead_frames(self.sample_rate, engine_name)

@@ -75,7 +75,7 @@ EQ_KL, EQ_KM, EQ_KH, EQ_X, EQ_Y, EQ_ROWS = range(12, 18)
 # limiter state: gain, release coefficient, threshold
 LM_GAIN, LM_RELEASE, LM_THRESHOLD, NLIMITER = range(4)
 
-# key lock, per deck (see kernel.py: lookahead, delay line, stretcher, mix)
+# key lock, per deck (see stretch.py: lookahead, delay line, stretcher, mix)
 (KI_MODE, KI_HANDLE, KI_PAD, KI_DROP, KI_FIFO_R, KI_FIFO_W, KI_DL_W, KI_TARGET, KI_QUIET,
  KI_PLANNED, KI_DELAY, KI_HOLD, NKI) = range(13)
 KL_PLAIN, KL_AHEAD = 0, 1      # KI_MODE: voices on the timeline / running ahead by the lookahead

@@ -1,6 +1,6 @@
 """Key lock's stage in the render kernel: lookahead, delay line, Rubber Band,
 and the plain/stretched mix. Audio thread only; the stretchers are created
-and freed on the control thread (keylock.py).
+and freed on the control thread (rubberband.py).
 
 A deck with key lock on renders its voices `lookahead` frames ahead of the
 timeline (KL_AHEAD). Each segment, what they render goes two ways:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from stemdeck.errors import MediaError
 from stemdeck.media import mapped
-from stemdeck.media.cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
+from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
 from stemdeck.media.guard import Owner, map_guarded
 
 log = logging.getLogger("stemdeck.media")

@@ -202,7 +202,7 @@ class Preload:
 
     # -- loader threads ------------------------------------------------------------------------
     def _finished(self, index: int, future) -> None:
-        from stemdeck.media.cache import BudgetFull
+        from stemdeck.media.sample_cache import BudgetFull
 
         item = self._futures[index][0]
         exc = future.exception()

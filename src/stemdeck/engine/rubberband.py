@@ -13,7 +13,7 @@ How a deck keeps its key: its voices play at the vinyl rate (pitch follows
 tempo) and the stretcher shifts the pitch back by 1 / rate at a time ratio of
 1, so one frame in is one frame out and the deck stays on the engine's
 timeline. The stretcher's output lags its input, so a keylocked deck renders
-its voices ``lookahead`` frames ahead; see kernel.py for the delay line that
+its voices ``lookahead`` frames ahead; see stretch.py for the delay line that
 keeps the unstretched path aligned and lets key lock switch with a crossfade.
 """
 
