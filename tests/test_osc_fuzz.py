@@ -9,12 +9,23 @@ has kept rendering throughout.
 The parser is also checked on its own: any byte string either parses or
 raises WireError (never another exception), and what our encoder writes
 python-osc reads back the same.
+
+Then the real thing: 5,000 packets from benchmarks/fuzz.py's generator
+(random bytes, mutated messages, huge and deeply nested bundles), sent at
+full speed over UDP to a real ``stemdeck serve --backend null``, in
+batches whose seeds hypothesis picks: every packet is received or dropped
+by the kernel and counted, every reply parses with python-osc, nothing
+errs inside, the clock moves on, the stem plays on, and SIGINT ends the
+server with status 0. ``benchmarks/fuzz.py --packets 100000`` does the same
+at scale.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +35,9 @@ from pythonosc.osc_message import OscMessage
 from osctools import Rig, dc, write_wav
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import fuzz  # noqa: E402  (benchmarks/fuzz.py: the packet generator and the accounting)
 
 ADDRESSES = sorted(a for a in spec.BY_ADDRESS if a != "/quit")   # /quit would end the run (tested)
 EXAMPLES = 300
@@ -189,3 +203,44 @@ def test_a_nul_inside_a_string_cannot_misalign_a_reply():
     data = wire.encode_message("/fail", ["/x", "a\x00b", 7])
     msg = wire.parse_packet(data)
     assert msg.args == ("/x", "a\\x00b", 7)
+
+
+def test_a_path_that_is_not_utf8_is_escaped_in_the_fail_reply(fuzz_rig):
+    c = fuzz_rig.client
+    c.send_raw(wire.encode_message("/load_buffer", [101, "PLAC"]).replace(b"PLAC", b"\xff\xfe\xc3("))
+    reason = c.expect("/fail", first="/load_buffer")[1]           # python-osc parsed it
+    assert "\\xff\\xfe\\xc3(" in reason, reason
+
+
+# -- the real server, at full speed ----------------------------------------------------------------------
+
+BATCHES, PER_BATCH = 5, 1000          # 5,000 packets
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    proc, output, port, checker = fuzz.start_server(tmp_path_factory.mktemp("fuzz_serve"))
+    run = {"proc": proc, "output": output, "port": port, "checker": checker, "sent": 0}
+    yield run
+    checker.close()
+    if proc.poll() is None:
+        output.stop()
+
+
+@settings(max_examples=BATCHES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fuzzed_packets_at_full_speed_never_stop_the_music(served, seed):
+    result = fuzz.fire(served["port"], seed, PER_BATCH, served["checker"])
+    served["sent"] += result["sent"]
+    assert fuzz.problems(result) == [], {k: v for k, v in result.items() if k not in ("before", "after")}
+    assert result["server"]["parse_errors"] > 0 or result["socket_drops"] > 0
+    assert fuzz.music_plays_on(served["checker"], result["after"]) is None
+    assert served["proc"].poll() is None
+
+
+def test_after_the_fuzz_sigint_ends_the_server_cleanly(served):
+    assert served["sent"] == BATCHES * PER_BATCH
+    output = served["output"]
+    assert output.stop() == 0, "".join(output.tail)
+    assert not output.errors, output.errors

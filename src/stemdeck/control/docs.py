@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 
 from stemdeck.control import spec
+from stemdeck.control.server import HORIZON_S, MAX_AHEAD_S, MAX_SCHEDULED
 
-HEADER = """\
+HEADER = f"""\
 # OSC API reference
 
 <!-- Generated from src/stemdeck/control/spec.py by
@@ -41,7 +42,11 @@ working unchanged, plus SuperCollider-style replies and timetagged bundles.
   runs, in arrival order; only a buffer never requested is refused.
 - **Time:** a bundle's timetag makes its messages take effect on the matching sample
   frame. `/play`, `/fade` and `/start_group` take `start_at`, seconds after time zero
-  (the last `/reset`); a time already past runs at once.
+  (the last `/reset`); a time already past runs at once. A bundle due more than
+  {HORIZON_S:g} s ahead waits in the server, which holds at most {MAX_SCHEDULED} such
+  messages from all clients together: a bundle (or nested bundle) that would exceed
+  that, or whose timetag is more than {MAX_AHEAD_S / 3600:g} hours ahead (a wrong clock), is
+  refused with `/fail <its first address> <reason>` and none of its messages run.
 - **Scores** (`stemdeck render`): one message per line, prefixed by its time in
   seconds, e.g. `12.5 /crossfade_levels 0.5 1.0`; `#` starts a comment; quote words
   with spaces; relative paths are relative to the score's folder. Messages marked
