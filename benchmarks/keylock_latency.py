@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from stemdeck.engine.rubberband import ENGINES, RubberBand
+from stemdeck.engine.commands import KEYLOCK_ENGINES as ENGINES
+from stemdeck.engine.rubberband import RubberBand
 
 
 def measure(rb: RubberBand, sr: int, engine: str, block: int, scale: float, seconds: float = 10.0):

@@ -23,8 +23,9 @@ place for ``stemdeck tune --write-config``.
 
 To add a setting, add one row to ``SETTINGS`` (and a test); nothing else.
 
-Control thread only (start-up). Standard library only: imported by every
-subcommand, so it must stay cheap.
+Control thread only (start-up). Standard library only (and the engine's
+plain facts, :mod:`stemdeck.engine.commands`): imported by every subcommand,
+so it must stay cheap.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stemdeck.engine.commands import (DEFAULT_KEYLOCK_ENGINE, KEYLOCK_ENGINES, MAX_BPM, MIN_BPM,
+                                      SAMPLE_RATES)
 from stemdeck.errors import UsageError
 
 # tomllib, difflib, ipaddress and json are imported where used: most runs
@@ -52,7 +55,6 @@ CONFIG_ENV = "STEMDECK_CONFIG"
 BUFFER_SIZE_MIN = 32
 BUFFER_SIZE_MAX = 8192
 POWERS_OF_TWO = tuple(2**n for n in range(5, 14))  # 32 .. 8192
-SAMPLE_RATES = (44100, 48000)
 BACKENDS = ("portaudio", "null")
 
 
@@ -236,7 +238,7 @@ def _show_quit_from(nets: tuple[str, ...]) -> str:
 
 def _parse_bpm(raw: object) -> float:
     value = _real(raw)
-    if not 20 <= value <= 400:
+    if not MIN_BPM <= value <= MAX_BPM:
         raise _Invalid()
     return value
 
@@ -425,7 +427,7 @@ SETTINGS: dict[str, Setting] = {
             section="clock",
             key="bpm",
             parse=_parse_bpm,
-            valid="a number of beats per minute from 20 to 400",
+            valid=f"a number of beats per minute from {MIN_BPM:g} to {MAX_BPM:g}",
             help="starting tempo of the beat clock",
             default=120.0,
             title="tempo",
@@ -447,14 +449,15 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             name="keylock_engine",
             flag="--keylock-engine",
-            metavar="finer|faster",
+            metavar="|".join(KEYLOCK_ENGINES),
             env=("STEMDECK_KEYLOCK_ENGINE",),
             section="clock",
             key="keylock_engine",
-            parse=_choice(("finer", "faster")),
-            valid="finer (exact pitch, 70 ms more latency) or faster (52 ms, up to ~27 cents off on pure tones)",
+            parse=_choice(KEYLOCK_ENGINES),
+            # the latencies are rubberband.LOOKAHEAD_44K; the pitch error benchmarks/keylock_latency.py's
+            valid="finer (exact pitch, 70 ms of latency) or faster (52 ms, up to ~27 cents off on pure tones)",
             help="Rubber Band engine used for key lock",
-            default="finer",
+            default=DEFAULT_KEYLOCK_ENGINE,
             title="key lock engine",
         ),
         Setting(

@@ -51,6 +51,7 @@ import time
 
 from stemdeck.audio import jack_orphans
 from stemdeck.audio.jack_orphans import jack_server_alive, server_name
+from stemdeck.engine.commands import SAMPLE_RATES
 from stemdeck.errors import DeviceError, UsageError
 
 log = logging.getLogger("stemdeck.audio")
@@ -416,11 +417,11 @@ class PortAudioOutput:
             native = device.default_samplerate
             if device.hostapi == JACK_HOSTAPI:
                 fix = (f"the JACK server runs at {native:g} Hz and only that rate can be used: "
-                       + (f"use --sample-rate {native:g}" if int(native) in (44100, 48000)
+                       + (f"use --sample-rate {native:g}" if int(native) in SAMPLE_RATES
                           else "restart it at 44100 or 48000 (jackd -r 48000)"))
             else:
                 fix = (f"its native rate is {native:g} Hz; try --sample-rate {int(native)}"
-                       if int(native) in (44100, 48000) and int(native) != self.sample_rate
+                       if int(native) in SAMPLE_RATES and int(native) != self.sample_rate
                        else "try --sample-rate 48000 or 44100, or another device (stemdeck devices)")
             return DeviceError(f"{where} refused {self.sample_rate} Hz: {fix}")
         if code in (lib.paBufferTooBig, lib.paBufferTooSmall):

@@ -59,12 +59,11 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
+from stemdeck.engine.commands import MAX_BPM, MAX_RAMP_S, MIN_BPM
 from stemdeck.errors import StemdeckError
 
 BANDS = ("very_very_low", "very_low", "low", "medium")
 TARGETS = ("very_very_low", "very_low", "low", "medium", "high_max")
-MIN_BPM, MAX_BPM = 20.0, 400.0
-MAX_GLIDE_S = 3600.0           # the engine's longest ramp
 
 
 class MovementConfigError(StemdeckError):
@@ -128,7 +127,7 @@ class MovementConfig:
 
     def glide(self, current_bpm: float, target_bpm: float) -> float:
         """Seconds of the ramp from ``current_bpm`` toward ``target_bpm`` (at most an hour)."""
-        return min(self.glide_up if target_bpm > current_bpm else self.glide_down, MAX_GLIDE_S)
+        return min(self.glide_up if target_bpm > current_bpm else self.glide_down, MAX_RAMP_S)
 
     def describe(self) -> dict:
         """For status replies and the start-up log."""
@@ -194,7 +193,7 @@ class MovementConfig:
                     if v is not None:
                         values[prefix + key] = v
         smoothing = group("smoothing")
-        for key, lo, hi, lo_open, hi_open in (("transition_time_seconds", 0.0, 3600.0, True, False),
+        for key, lo, hi, lo_open, hi_open in (("transition_time_seconds", 0.0, MAX_RAMP_S, True, False),
                                               ("audio_loop_rate_hz", 0.0, 1e6, True, False),
                                               ("smoothing_factor_up", 0.0, 1.0, True, True),
                                               ("smoothing_factor_down", 0.0, 1.0, True, True)):
@@ -261,6 +260,3 @@ def load_movement_config(path: str | None, log=None) -> MovementConfig:
         for note in config.notes:
             log.info("--bpm-config %s: %s", config.source, note)
     return config
-
-
-DEFAULTS = MovementConfig()

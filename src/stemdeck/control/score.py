@@ -127,10 +127,10 @@ def _parse_line(line: str, where: str, base_dir: str | None):
         call = spec.parse(address, args)
     except CommandError as exc:
         raise ScoreError(f"{where}: {exc}") from None
-    paths = [a.name for a in message.args if a.type == "path"]
+    paths = spec.path_args(message.address)
     if paths:
         values = dict(call.values)
-        for name in paths:
+        for name in (message.args[i].name for i in paths):
             values[name] = resolve(values[name], base_dir)
         call = spec.Call(message, values)
     return time, call

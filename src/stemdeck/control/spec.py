@@ -28,20 +28,18 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# Decks, buffer IDs and limits are the engine's facts (engine/commands.py),
+# named here too because the handlers read them from the table's module.
+from stemdeck.engine.commands import (DECK_BUFFER_RANGES, DECK_NAMES, DECKS, MAX_BPM,  # noqa: F401
+                                      MAX_BUFFER_ID, MAX_EQ_GAIN, MAX_LEVEL, MAX_RAMP_S, MAX_RATE, MIN_BPM,
+                                      MIN_RATE, TEST_TONE_BUFFER)
 from stemdeck.errors import CommandError
 
 # -- constants shared with the handlers -------------------------------------------------------
 
-#: Buffer IDs 0 .. MAX_BUFFER_ID (the engine's table holds 8192; the top one is
-#: reserved for ``/test_tone``).
-MAX_BUFFER_ID = 8190
-TEST_TONE_BUFFER = 8191
-DECK_NAMES = "ABCD"
 BAND_NAMES = ("low", "mid", "high")
-#: Crowdstream's buffer-ID ranges per deck; ``/play`` and ``/cue`` load into the first ID.
-DECK_BUFFER_RANGES = ((100, 1100), (1100, 2100), (2100, 3100), (3100, 4100))
-MAX_LEVEL = 4.0          # volumes and levels: 1.0 = unity, up to +12 dB
-MAX_EQ_GAIN = 2.0        # linear band gain: 0 kill, 1 flat, 2 = +6 dB (engine.dsp.eq.MAX_GAIN)
+#: How a deck is named in help and errors: "A, B, C or D".
+DECK_CHOICES = ", ".join(DECK_NAMES[:-1]) + " or " + DECK_NAMES[-1]
 MAX_SECONDS = 86400.0    # a day: the longest time offset any message accepts
 
 #: ``/status.reply`` arguments, in order (scsynth-style: one flat message).
@@ -186,17 +184,17 @@ def _conv_path(value, arg):
 
 
 def deck_index(value, name: str = "deck") -> int:
-    """'A'..'D' (any case, as crowdstream), or 0..3 -> 0..3."""
+    """'A'..'D' (any case, as crowdstream), or 0..3 -> 0..3 (``DECKS`` decks)."""
     if isinstance(value, str):
         text = value.strip().upper()
         if len(text) == 1 and text in DECK_NAMES:
             return DECK_NAMES.index(text)
-        if text.isdigit() and int(text) < 4:
+        if text.isdigit() and int(text) < DECKS:
             return int(text)
     elif not _is_bool(value) and isinstance(value, (int, float)) and float(value).is_integer() \
-            and 0 <= value <= 3:
+            and 0 <= value < DECKS:
         return int(value)
-    raise _Bad(f"{name} {_show(value)} unknown: use A, B, C or D (or 0..3)")
+    raise _Bad(f"{name} {_show(value)} unknown: use {DECK_CHOICES} (or 0..{DECKS - 1})")
 
 
 def _conv_deck(value, arg):
@@ -221,7 +219,6 @@ def _conv_band(value, arg):
 #: ``/quantize`` and the per-message quantize option: beats between start points.
 QUANTIZE_STEPS = (0, 1, 2, 4, 8)
 QUANTIZE_BAR = "bar"
-MIN_BPM, MAX_BPM = 20.0, 400.0
 
 
 def _conv_bpm(value, arg):
@@ -247,9 +244,10 @@ TYPES = {
     "bool": ArgType("0|1", "i", _conv_bool, "0 or 1 (OSC true/false accepted)"),
     "string": ArgType("string", "s", _conv_string, "text"),
     "path": ArgType("path", "s", _conv_path, "an audio file path (WAV, FLAC, OGG, MP3, ...)"),
-    "deck": ArgType("deck", "s|i", _conv_deck, "A, B, C or D (or 0..3)"),
+    "deck": ArgType("deck", "s|i", _conv_deck, f"{DECK_CHOICES} (or 0..{DECKS - 1})"),
     "band": ArgType("band", "s|i", _conv_band, "low, mid or high (or 0, 1, 2)"),
-    "bpm": ArgType("bpm", "f", _conv_bpm, "a tempo, 20..400 BPM, or 0 (the stem ignores the tempo)"),
+    "bpm": ArgType("bpm", "f", _conv_bpm,
+                   f"a tempo, {MIN_BPM:g}..{MAX_BPM:g} BPM, or 0 (the stem ignores the tempo)"),
     "quantize": ArgType("beats", "i|s", _conv_quantize,
                         "0 (off), 1, 2, 4 or 8 beats, or bar (the meter's beats)"),
 }
@@ -365,7 +363,7 @@ def _vol(name="volume", doc="gain: 0 silent, 1 unity, up to 4 (+12 dB)", default
     return Arg(name, "float", doc, 0.0, MAX_LEVEL, default)
 
 
-_DECK = Arg("deck", "deck", "the deck: A, B, C or D (0..3 accepted)")
+_DECK = Arg("deck", "deck", f"the deck: {DECK_CHOICES} (0..{DECKS - 1} accepted)")
 _BAND = Arg("band", "band", "the EQ band: low (below 250 Hz), mid, high (above 2.5 kHz); "
                             "0, 1, 2 accepted")
 _TIME_DOC = ("seconds after time zero (the last /reset, or the start); a time already past "
@@ -412,7 +410,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/play_stem", "play_stem", "Start (or restart) the stem in a buffer.", "Buffers and stems",
         (_id(), Arg("rate", "float", "playback rate: 1 normal, 2 an octave up (changes pitch)",
-                    0.25, 4.0, 1.0),
+                    MIN_RATE, MAX_RATE, 1.0),
          _vol(default=0.8), Arg("loop", "bool", "1 loop, 0 play once", default=True),
          Arg("start_pos", "float", "where to start, as a fraction of the buffer", 0.0, 1.0, 0.0),
          _quant()),
@@ -435,7 +433,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/play_stem_section", "play_stem_section", "Play (or loop) a section of a buffer.",
         "Buffers and stems",
-        (_id(), Arg("rate", "float", "playback rate", 0.25, 4.0),
+        (_id(), Arg("rate", "float", "playback rate", MIN_RATE, MAX_RATE),
          _vol(), Arg("loop", "bool", "1 loop the section, 0 play it once"),
          Arg("start", "float", "section start, seconds into the buffer", 0.0, MAX_SECONDS,
              unit="s"),
@@ -573,7 +571,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/fade", "fade", "Fade a deck's level to 0, starting at a time.", "Timed control",
         (_DECK, Arg("start_at", "float", _TIME_DOC, 0.0, MAX_SECONDS, unit="s"),
-         Arg("duration", "float", "fade length; 0 cuts at once", 0.0, 3600.0, 2.0, unit="s")),
+         Arg("duration", "float", "fade length; 0 cuts at once", 0.0, MAX_RAMP_S, 2.0, unit="s")),
         example="/fade A 30.0 4.0",
         notes="A linear ramp from the deck's level to 0, computed per sample in the engine."),
     Message(
@@ -708,6 +706,11 @@ def _expects(msg: Message) -> str:
     return f"expects {lo} to {hi} arguments"
 
 
-def path_args(address: str) -> tuple[str, ...]:
-    """Names of a message's file-path arguments (the score reader resolves them)."""
-    return tuple(a.name for a in lookup(address).args if a.type == "path")
+def path_args(address: str) -> tuple[int, ...]:
+    """Positions of a message's file-path arguments, which the OSC server and
+    the score reader resolve against their folder; () for a message with none
+    or an address not in the table."""
+    return _PATH_ARGS.get(address, ())
+
+
+_PATH_ARGS = {m.address: tuple(i for i, a in enumerate(m.args) if a.type == "path") for m in MESSAGES}

@@ -29,19 +29,20 @@ from stemdeck.engine import kernel, rings
 from stemdeck.engine.dsp import eq as eqdsp
 from stemdeck.errors import CommandError
 
-SAMPLE_RATES = (44100, 48000)
 SAMPLE_FORMATS = {np.dtype(np.float32): L.FMT_F32, np.dtype(np.int16): L.FMT_I16,
                   np.dtype(np.int32): L.FMT_I32}
 
 
 class Engine:
-    """Four decks of stems, mixed block by block by one compiled function."""
+    """``commands.DECKS`` decks of stems, mixed block by block by one compiled function."""
 
     def __init__(self, sample_rate: int = 44100, *, max_block: int = 8192,
                  max_voices: int = L.DEFAULT_VOICES, max_slots: int = L.DEFAULT_SLOTS,
-                 ring_size: int = 8192, base_bpm: float = 120.0, keylock_engine: str = "finer"):
-        if sample_rate not in SAMPLE_RATES:
-            raise CommandError(f"sample rate {sample_rate} Hz is not supported; use 44100 or 48000")
+                 ring_size: int = 8192, base_bpm: float = 120.0,
+                 keylock_engine: str = C.DEFAULT_KEYLOCK_ENGINE):
+        if sample_rate not in C.SAMPLE_RATES:
+            raise CommandError(f"sample rate {sample_rate} Hz is not supported; use "
+                               + " or ".join(map(str, C.SAMPLE_RATES)))
         self.sample_rate = int(sample_rate)
         self.max_block = int(max_block)
         self.state = L.State.allocate(self.sample_rate, self.max_block, max_voices,
@@ -189,8 +190,8 @@ class Engine:
         """Start (or restart, with a declick) the stem in ``buffer_id``.
         ``start`` is a fraction 0..1 of the buffer; ``section`` is (start s, duration s)."""
         self._check_buffer(buffer_id)
-        rate = _finite("rate", rate, 0.25, 4.0)
-        volume = _finite("volume", volume, 0.0, 4.0)
+        rate = _finite("rate", rate, C.MIN_RATE, C.MAX_RATE)
+        volume = _finite("volume", volume, 0.0, C.MAX_LEVEL)
         start = _finite("start position", start, 0.0, 1.0)
         sec_start, sec_dur = -1.0, 0.0
         if section is not None:
@@ -209,19 +210,20 @@ class Engine:
         return self.post(C.OP_DECK_STOP, self._check_deck(deck), at=at)
 
     def set_volume(self, buffer_id: int, volume: float, *, ramp: float = 0.0, at=None) -> bool:
-        return self.post(C.OP_VOLUME, self._check_buffer(buffer_id), _finite("volume", volume, 0.0, 4.0),
+        return self.post(C.OP_VOLUME, self._check_buffer(buffer_id), _finite("volume", volume, 0.0, C.MAX_LEVEL),
                          self._ramp_frames(ramp), at=at)
 
     def set_rate(self, buffer_id: int, rate: float, *, at=None) -> bool:
-        return self.post(C.OP_RATE, self._check_buffer(buffer_id), _finite("rate", rate, 0.25, 4.0), at=at)
+        return self.post(C.OP_RATE, self._check_buffer(buffer_id), _finite("rate", rate, C.MIN_RATE, C.MAX_RATE),
+                         at=at)
 
     def set_source_bpm(self, buffer_id: int, bpm: float, *, at=None) -> bool:
         """The stem's own tempo; its rate then follows master tempo / bpm (0: ignore tempo)."""
-        bpm = 0.0 if bpm == 0 else _finite("bpm", bpm, 20.0, 400.0)
+        bpm = 0.0 if bpm == 0 else _finite("bpm", bpm, C.MIN_BPM, C.MAX_BPM)
         return self.post(C.OP_VOICE_BPM, self._check_buffer(buffer_id), bpm, at=at)
 
     def set_deck_level(self, deck: int, level: float, *, ramp: float = 0.0, at=None) -> bool:
-        return self.post(C.OP_DECK_LEVEL, self._check_deck(deck), _finite("level", level, 0.0, 4.0),
+        return self.post(C.OP_DECK_LEVEL, self._check_deck(deck), _finite("level", level, 0.0, C.MAX_LEVEL),
                          self._ramp_frames(ramp), at=at)
 
     def set_deck_eq(self, deck: int, band: int, gain: float, *, ramp: float = 0.0, at=None) -> bool:
@@ -229,19 +231,20 @@ class Engine:
         if band not in (0, 1, 2):
             raise CommandError(f"EQ band {band!r}: use 0 (low), 1 (mid) or 2 (high)")
         return self.post(C.OP_DECK_EQ, self._check_deck(deck), band,
-                         _finite("EQ gain", gain, 0.0, eqdsp.MAX_GAIN), self._ramp_frames(ramp), at=at)
+                         _finite("EQ gain", gain, 0.0, C.MAX_EQ_GAIN), self._ramp_frames(ramp), at=at)
 
     def set_crossfader_gains(self, gain_a: float, gain_b: float, *, ramp: float = 0.0, at=None) -> bool:
-        return self.post(C.OP_XFADE, 0, _finite("deck A gain", gain_a, 0.0, 4.0),
-                         _finite("deck B gain", gain_b, 0.0, 4.0), self._ramp_frames(ramp), at=at)
+        return self.post(C.OP_XFADE, 0, _finite("deck A gain", gain_a, 0.0, C.MAX_LEVEL),
+                         _finite("deck B gain", gain_b, 0.0, C.MAX_LEVEL), self._ramp_frames(ramp), at=at)
 
     def set_master(self, volume: float, *, ramp: float = 0.0, at=None) -> bool:
-        return self.post(C.OP_MASTER, 0, _finite("master volume", volume, 0.0, 4.0),
+        return self.post(C.OP_MASTER, 0, _finite("master volume", volume, 0.0, C.MAX_LEVEL),
                          self._ramp_frames(ramp), at=at)
 
     def set_tempo(self, bpm: float, *, ramp: float = 0.0, at=None) -> bool:
         """Master tempo; stems with a source bpm follow it. ``ramp`` in seconds."""
-        return self.post(C.OP_TEMPO, 0, _finite("bpm", bpm, 20.0, 400.0), self._ramp_frames(ramp), at=at)
+        return self.post(C.OP_TEMPO, 0, _finite("bpm", bpm, C.MIN_BPM, C.MAX_BPM),
+                         self._ramp_frames(ramp), at=at)
 
     def set_keylock(self, deck: int, enabled: bool, *, at=None) -> bool:
         """Key lock on a deck: its stems keep their pitch whatever their rate.
@@ -341,17 +344,17 @@ class Engine:
     # -- validation ---------------------------------------------------------------
     def _check_buffer(self, buffer_id) -> int:
         if isinstance(buffer_id, bool) or not isinstance(buffer_id, (int, np.integer)) or \
-                not 0 <= buffer_id < L.MAX_BUFFER_IDS:
-            raise CommandError(f"buffer ID {buffer_id!r}: use an integer 0..{L.MAX_BUFFER_IDS - 1}")
+                not 0 <= buffer_id < C.MAX_BUFFER_IDS:
+            raise CommandError(f"buffer ID {buffer_id!r}: use an integer 0..{C.MAX_BUFFER_IDS - 1}")
         return int(buffer_id)
 
     def _check_deck(self, deck) -> int:
         if isinstance(deck, bool) or not isinstance(deck, (int, np.integer)) or not 0 <= deck < C.DECKS:
-            raise CommandError(f"deck {deck!r}: use 0..3 (A..D)")
+            raise CommandError(f"deck {deck!r}: use 0..{C.DECKS - 1} ({C.DECK_NAMES[0]}..{C.DECK_NAMES[-1]})")
         return int(deck)
 
     def _ramp_frames(self, seconds: float) -> float:
-        seconds = _finite("ramp time", seconds, 0.0, 3600.0)
+        seconds = _finite("ramp time", seconds, 0.0, C.MAX_RAMP_S)
         return float(round(seconds * self.sample_rate))
 
 

@@ -23,6 +23,7 @@ import ctypes
 import numpy as np
 from numba import carray, cfunc, njit, types
 
+from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine.apply import apply_command, drain_commands

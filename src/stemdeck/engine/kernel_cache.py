@@ -1,6 +1,7 @@
 """Where compiled kernels are cached, keyed by the engine's own source.
 
-Imported first by the engine package (any thread; once per process).
+Imported by every engine module that compiles a kernel, before its first
+decorator runs (any thread; configured once per process).
 
 numba keys a cached function on its own file's timestamp only, but the
 render kernel compiles the functions it calls from other files into itself:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from stemdeck.engine.commands import DECKS, EV_WIDTH, REC_WIDTH
+from stemdeck.engine.commands import DECKS, EV_WIDTH, MAX_BUFFER_IDS, REC_WIDTH
 
 DEFAULT_VOICES = 512
 DEFAULT_SLOTS = 1024
-MAX_BUFFER_IDS = 8192
 DURATION_RING = 8192           # callback durations kept for percentiles (a power of two)
 RECORD_RING = 1 << 18          # frames of master output buffered for --record (~6 s)
 PENDING = 4096                 # commands waiting for their frame inside the engine

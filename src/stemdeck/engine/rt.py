@@ -18,6 +18,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
+
 
 @intrinsic
 def address_as_pointer(typingctx, address):

@@ -22,19 +22,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+from stemdeck.engine.commands import KEYLOCK_ENGINES
+
 # RubberBandOptions
 OPT_REALTIME = 0x00000001
 OPT_WINDOW_SHORT = 0x00100000
 OPT_PITCH_HIGH_CONSISTENCY = 0x04000000
 OPT_CHANNELS_TOGETHER = 0x10000000
 OPT_ENGINE_FINER = 0x20000000
-
-ENGINES = ("faster", "finer")
-# The default is "finer" (Rubber Band 3): measured on pure tones through the
-# real-time pitch shifter, it is exact (0.0 cents at scales 0.9 to 1.11), while
-# "faster" (Rubber Band 2) is off by up to 30 cents at the same scales, which
-# fails key lock's whole purpose; "faster" has the lower latency (46 vs 64 ms).
-DEFAULT_ENGINE = "finer"
 
 # Frames a keylocked deck renders ahead at 44.1 kHz. Measured with
 # benchmarks/keylock_latency.py: after the preferred start pad is fed and the
@@ -97,7 +92,7 @@ class RubberBand:
                                           "rubberband_reset", "rubberband_get_start_delay")]
 
     def new(self, sample_rate: int, engine: str = "faster") -> int:
-        if engine not in ENGINES:
+        if engine not in KEYLOCK_ENGINES:
             raise ValueError(f"key lock engine {engine!r}: use faster or finer")
         opts = OPT_REALTIME | OPT_CHANNELS_TOGETHER | OPT_PITCH_HIGH_CONSISTENCY | OPT_WINDOW_SHORT
         if engine == "finer":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import carray, njit
 
+from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
 from stemdeck.engine.rt import address_as_pointer
 
 # error_model="numpy": a float division by zero gives inf/nan instead of

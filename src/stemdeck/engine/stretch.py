@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
 from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine.rings import post_event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from stemdeck.engine.commands import SAMPLE_RATES
 from stemdeck.errors import UsageError
 
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stems", type=int, default=16, help="stems in the workload (default 16)")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="audio seconds timed per block size (default 3)")
-    p.add_argument("--sample-rate", type=int, default=44100, choices=(44100, 48000))
+    p.add_argument("--sample-rate", type=int, default=44100, choices=SAMPLE_RATES)
     p.add_argument("--no-scaling", action="store_true", help="skip the stem-scaling search")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 

@@ -41,9 +41,8 @@ import os
 import sys
 import tempfile
 
+from stemdeck.engine.commands import SAMPLE_RATES
 from stemdeck.errors import ScoreError, StemdeckError, UsageError
-
-SAMPLE_RATES = (44100, 48000)
 BLOCK_MIN, BLOCK_MAX = 32, 8192
 FORMATS = {"WAV": (".wav", ".wave"), "FLAC": (".flac",)}
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")

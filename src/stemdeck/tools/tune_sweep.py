@@ -49,6 +49,7 @@ import time
 import types
 from dataclasses import dataclass, field
 
+from stemdeck.engine.commands import DECKS, SAMPLE_RATES
 from stemdeck.errors import DeviceError, UsageError
 
 EXTRA_LOAD_ENV = "STEMDECK_TUNE_TEST_EXTRA_LOAD"
@@ -280,7 +281,7 @@ class Sweep:
         engine.set_master(0.0)
         if plan.keylock:
             if engine.keylock_available:
-                for deck in range(4):
+                for deck in range(DECKS):
                     engine.set_keylock(deck, True)
                 self.keylock_note = "key lock on all four decks (Rubber Band in the callback)"
             else:
@@ -322,7 +323,7 @@ class Sweep:
                      "own period is measured as it is")
             return
         rate = self.jack.sample_rate
-        if rate != self.plan.sample_rate and self.plan.adopt_jack_rate and rate in (44100, 48000):
+        if rate != self.plan.sample_rate and self.plan.adopt_jack_rate and rate in SAMPLE_RATES:
             self.say(f"the JACK server runs at {rate} Hz: measuring at {rate} Hz")
             self.plan.sample_rate = rate
         if rate != self.plan.sample_rate:
@@ -330,7 +331,7 @@ class Sweep:
             self.jack = None
             raise UsageError(f"the JACK server '{os.environ.get('JACK_DEFAULT_SERVER') or 'default'}' runs at "
                              f"{rate} Hz and only that rate can be used: use --sample-rate {rate}"
-                             + ("" if rate in (44100, 48000) else " (stemdeck needs 44100 or 48000: restart "
+                             + ("" if rate in SAMPLE_RATES else " (stemdeck needs 44100 or 48000: restart "
                                 "jackd with -r 48000)"))
         self.say(f"JACK server '{self.jack.server}' at {rate} Hz, period {self.jack.original} frames: "
                  "tune sets the period to each size (and puts it back at the end)")

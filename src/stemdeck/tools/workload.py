@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemdeck.engine.commands import DECK_BUFFER_RANGES, DECKS
 from stemdeck.engine.dsp.crossfade import crossfader_gains
 from stemdeck.engine.dsp.eq import knob_to_gain
 
-DECK_BASE_IDS = (100, 1100, 2100, 3100)
+DECK_BASE_IDS = tuple(lo for lo, _hi in DECK_BUFFER_RANGES)
 MESSAGES_PER_SECOND = 500               # the reference command stream (knob_message)
 EQ_KNOBS = (40.0, 60.0, 45.0)          # low, mid, high: all off unity
 
@@ -41,12 +42,12 @@ def build_reference_workload(engine, stems: int = 16, seconds: float = 30.0, rat
     slots = [engine.add_sample(s) for s in sources]
     ids = []
     for k in range(stems):
-        deck = k % 4
-        bid = DECK_BASE_IDS[deck] + k // 4
+        deck = k % DECKS
+        bid = DECK_BASE_IDS[deck] + k // DECKS
         engine.bind(bid, slots[k % len(slots)], deck)
         engine.play(bid, rate=rate, volume=0.5, loop=True, start=(k * 0.037) % 1.0)
         ids.append(bid)
-    for deck in range(4):
+    for deck in range(DECKS):
         for band, knob in enumerate(EQ_KNOBS):
             engine.set_deck_eq(deck, band, knob_to_gain(knob))
     engine.set_crossfader_gains(*crossfader_gains(0.5, "constant-power"))
@@ -61,7 +62,7 @@ def knob_message(index: int, rng) -> tuple[str, list]:
     ``tune --with-load`` send it at MESSAGES_PER_SECOND."""
     kind = index % 10
     if kind < 6:
-        return "/deck_eq", [int(rng.integers(0, 4)), int(rng.integers(0, 3)), float(rng.uniform(35, 65))]
+        return "/deck_eq", [int(rng.integers(0, DECKS)), int(rng.integers(0, 3)), float(rng.uniform(35, 65))]
     if kind < 8:
-        return "/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, 4)]
+        return "/deck_levels", [float(v) for v in rng.uniform(0.8, 1.0, DECKS)]
     return "/crossfade_levels", [float(rng.uniform(0.45, 0.55)), 1.0]

@@ -35,11 +35,13 @@ import math
 import numpy as np
 from numba import njit
 
+from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
+from stemdeck.engine.commands import MAX_EQ_GAIN
 from stemdeck.engine.layout import EQ_KH, EQ_KL, EQ_KM, EQ_LANES, EQ_X, EQ_Y
 
 LOW_CROSSOVER_HZ = 250.0
 HIGH_CROSSOVER_HZ = 2500.0
-MAX_GAIN = 2.0             # +6 dB at knob 100 %
+MAX_GAIN = MAX_EQ_GAIN     # +6 dB at knob 100 %
 BOOST_DB = 20 * math.log10(MAX_GAIN)
 
 # biquad rows in the coefficient table
