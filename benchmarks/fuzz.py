@@ -1,11 +1,14 @@
 """Hostile OSC at full speed against a real ``stemdeck serve --backend null``.
 
-    .venv/bin/python benchmarks/fuzz.py [--packets 100000] [--seed 1] [--json out.json]
+    .venv/bin/python benchmarks/fuzz.py [--packets 100000] [--seed 1] [--rate PPS] [--json out.json]
 
 Starts ``stemdeck serve --backend null`` (a subprocess, real UDP on a free
 loopback port, ``--media-root`` a temporary folder) playing one looped stem,
-then sends ``--packets`` datagrams as fast as the socket takes them, from a
-seeded generator (:func:`packets`), in these kinds:
+then sends ``--packets`` datagrams as fast as the socket takes them (or
+``--rate`` per second: at full speed the kernel drops most of them before
+the server can read them, counted, so a paced run is what makes the server
+parse and answer them all), from a seeded generator (:func:`packets`), in
+these kinds:
 
 - ``random``: random bytes, some starting with ``/`` or ``#bundle``;
 - ``mutated``: a message of the table with plausible and hostile arguments
@@ -227,8 +230,9 @@ def _udp_queue(*, port: int | None = None, sock: socket.socket | None = None) ->
     return 0, 0
 
 
-def fire(port: int, seed: int, count: int, checker: Checker, wait: float = 60.0) -> dict:
-    """Send ``count`` packets at full speed; return what was sent, seen and counted."""
+def fire(port: int, seed: int, count: int, checker: Checker, wait: float = 60.0, rate: float = 0.0) -> dict:
+    """Send ``count`` packets at full speed (or ``rate`` per second); return what
+    was sent, seen and counted."""
     generated = list(packets(seed, count))         # made first: the send loop runs at full speed
     before = checker.status()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -252,7 +256,11 @@ def fire(port: int, seed: int, count: int, checker: Checker, wait: float = 60.0)
     kinds: dict[str, int] = {}
     invalid = 0
     t0 = time.perf_counter()
-    for kind, data, valid in generated:
+    for i, (kind, data, valid) in enumerate(generated):
+        if rate:
+            ahead = t0 + i / rate - time.perf_counter()
+            if ahead > 0.001:
+                time.sleep(ahead)
         sock.sendto(data, ("127.0.0.1", port))
         kinds[kind] = kinds.get(kind, 0) + 1
         invalid += not valid
@@ -265,12 +273,13 @@ def fire(port: int, seed: int, count: int, checker: Checker, wait: float = 60.0)
     after = checker.status()
     got = after["osc"]["packets"] - before["osc"]["packets"] - 1          # less this /status.json
     drops = (after["osc"]["socket_drops"] or 0) - (before["osc"]["socket_drops"] or 0)
-    # replies: until all the server counted have come (or were dropped here), or 2 s of quiet
-    # (a bundle due a few seconds ahead answers later); less the reply to `before`
+    # replies: until all the server counted have come (or were dropped here), or 2 s of quiet,
+    # or ``wait`` (bundles due seconds to an hour ahead answer later); less the reply to `before`
     expected = after["osc"]["replies"] - before["osc"]["replies"] - 1
-    quiet_until = time.monotonic() + 2.0
+    quiet_until, give_up = time.monotonic() + 2.0, time.monotonic() + wait
     n = len(replies)
-    while len(replies) + _udp_queue(sock=sock)[1] < expected and time.monotonic() < quiet_until:
+    while (len(replies) + _udp_queue(sock=sock)[1] < expected
+           and time.monotonic() < min(quiet_until, give_up)):
         time.sleep(0.02)
         if len(replies) != n:
             n, quiet_until = len(replies), time.monotonic() + 2.0
@@ -380,12 +389,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--packets", type=int, default=100000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="packets per second (default 0: full speed, when the kernel drops most)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="stemdeck-fuzz-") as tmp:
         proc, output, port, checker = start_server(Path(tmp))
         try:
-            result = fire(port, args.seed, args.packets, checker, wait=120.0)
+            result = fire(port, args.seed, args.packets, checker, wait=120.0, rate=args.rate)
             wrong = problems(result)
             still = music_plays_on(checker, result["after"])
             if still:
