@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from stemdeck.errors import MediaError
+from stemdeck.media import riff
+from stemdeck.media.riff import FLOAT_LIMIT
 
 if TYPE_CHECKING:  # numpy is imported lazily: the CLI imports this module for --help
     import numpy as np
@@ -71,7 +73,6 @@ AUDIO_SUFFIXES = frozenset({
 
 RESAMPLE_QUALITY = "VHQ"
 BLOCK_FRAMES = 1 << 16       # decode in blocks: memory stays ~ the output size
-FLOAT_LIMIT = 64.0           # +36 dBFS: beyond this a float file is damaged, not loud
 _HEAD_BYTES = 4096           # enough to tell every format we name
 _RSQRT2 = 1.0 / math.sqrt(2.0)
 
@@ -357,24 +358,16 @@ _WAV_TAG_NAMES = {
 def _read_wav_header(fh, head: bytes) -> _WavInfo:
     """Walk the RIFF chunks for 'fmt ' and 'data'. Best effort: a header too
     damaged to walk gives what was found, and libsndfile has the last word."""
-    big = head[:4] == b"RIFX"
-    u16, u32, u64 = ("<H", "<I", "<Q") if not big else (">H", ">I", ">Q")
+    order = ">" if head[:4] == b"RIFX" else "<"
+    u16, u32 = order + "H", order + "I"
     info: dict = {}
     ds64_data = None
-    pos = 12
     try:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
-        for _ in range(256):  # a sane file has a handful of chunks before 'data'
-            if pos + 8 > size:
-                break
-            fh.seek(pos)
-            hdr = fh.read(8)
-            cid, csize = hdr[:4], struct.unpack(u32, hdr[4:8])[0]
+        for cid, csize, body_at in riff.chunks(fh, 12, size, order):
             if cid == b"ds64":
-                body = fh.read(min(csize, 28))
-                if len(body) >= 16:
-                    ds64_data = struct.unpack(u64, body[8:16])[0]
+                ds64_data = riff.ds64_data_size(fh, csize, order)
             elif cid == b"fmt ":
                 body = fh.read(min(csize, 40))
                 if len(body) >= 16:
@@ -388,10 +381,9 @@ def _read_wav_header(fh, head: bytes) -> _WavInfo:
                             tag = 0xFFFE  # ambisonic or other GUID: let libsndfile judge
                     info["tag"] = tag
             elif cid == b"data":
-                info["data_offset"] = pos + 8
-                info["data_size"] = ds64_data if (csize == 0xFFFFFFFF and ds64_data) else csize
+                info["data_offset"] = body_at
+                info["data_size"] = ds64_data if (csize == riff.DS64_UNSET and ds64_data) else csize
                 break
-            pos += 8 + csize + (csize & 1)   # chunks are padded to even length
     except (OSError, struct.error):
         pass
     return _WavInfo(**info)

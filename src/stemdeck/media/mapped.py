@@ -37,8 +37,8 @@ import sys
 from dataclasses import dataclass
 
 from stemdeck.errors import MediaError
-
-FLOAT_LIMIT = 64.0            # as media.decode: beyond +-64 a float file is damaged, not loud
+from stemdeck.media import riff
+from stemdeck.media.riff import FLOAT_LIMIT
 _SCAN_FRAMES = 1 << 18        # float check / copy block
 
 _W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
@@ -46,7 +46,6 @@ _W64_WAVE = b"wave" + bytes.fromhex("f3acd3118cd100c04f8edb8a")
 _W64_FMT = b"fmt " + bytes.fromhex("f3acd3118cd100c04f8edb8a")
 _W64_DATA = b"data" + bytes.fromhex("f3acd3118cd100c04f8edb8a")
 _PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")   # KSDATAFORMAT_SUBTYPE_*
-_MAX_CHUNKS = 512
 
 
 @dataclass(frozen=True)
@@ -151,16 +150,9 @@ def _wav_layout(fh, head: bytes, size: int) -> PcmLayout | None:
     container = "WAV" if head[:4] == b"RIFF" else "RF64"
     ds64_data = None
     fmt = None
-    pos = 12
-    for _ in range(_MAX_CHUNKS):
-        if pos + 8 > size:
-            return None
-        fh.seek(pos)
-        cid, csize = struct.unpack("<4sI", fh.read(8))
+    for cid, csize, offset in riff.chunks(fh, 12, size):
         if cid == b"ds64":
-            body = fh.read(min(csize, 28))
-            if len(body) >= 16:
-                ds64_data = struct.unpack("<Q", body[8:16])[0]
+            ds64_data = riff.ds64_data_size(fh, csize)
         elif cid == b"fmt ":
             body = fh.read(min(csize, 40))
             if len(body) < 16:
@@ -169,21 +161,19 @@ def _wav_layout(fh, head: bytes, size: int) -> PcmLayout | None:
         elif cid == b"data":
             if fmt is None:
                 return None
-            offset = pos + 8
             declared = csize
-            if csize == 0xFFFFFFFF and ds64_data is not None:
+            if csize == riff.DS64_UNSET and ds64_data is not None:
                 declared = ds64_data
-            elif csize in (0, 0xFFFFFFFF) or (container == "WAV" and csize == 0x7FFFFFFF):
+            elif csize in (0, riff.DS64_UNSET) or (container == "WAV" and csize == 0x7FFFFFFF):
                 declared = 0                     # a streaming writer never filled it in
             return _layout(container, fmt, offset, declared, size)
-        pos += 8 + csize + (csize & 1)
     return None
 
 
 def _w64_layout(fh, size: int) -> PcmLayout | None:
     fmt = None
     pos = 40
-    for _ in range(_MAX_CHUNKS):
+    for _ in range(riff.MAX_CHUNKS):
         if pos + 24 > size:
             return None
         fh.seek(pos)
@@ -217,12 +207,7 @@ def _extended(b: bytes) -> float:
 def _aiff_layout(fh, head: bytes, size: int) -> PcmLayout | None:
     aifc = head[8:12] == b"AIFC"
     comm = None
-    pos = 12
-    for _ in range(_MAX_CHUNKS):
-        if pos + 8 > size:
-            return None
-        fh.seek(pos)
-        cid, csize = struct.unpack(">4sI", fh.read(8))
+    for cid, csize, body_at in riff.chunks(fh, 12, size, ">"):
         if cid == b"COMM":
             body = fh.read(min(csize, 64))
             if len(body) < 18:
@@ -236,7 +221,7 @@ def _aiff_layout(fh, head: bytes, size: int) -> PcmLayout | None:
                 return None
             channels, frames, bits, rate, compression = comm
             data_off = struct.unpack(">I", fh.read(4))[0]
-            offset = pos + 16 + data_off
+            offset = body_at + 8 + data_off
             container_bits = (bits + 7) // 8 * 8
             if compression in (b"NONE", b"twos", b"in24", b"in32"):
                 encoding, order = "int", ">"
@@ -249,10 +234,9 @@ def _aiff_layout(fh, head: bytes, size: int) -> PcmLayout | None:
             else:
                 encoding, order = "other", ">"
             declared = frames * channels * (container_bits // 8)
-            present = max(0, min(size, pos + 8 + csize) - offset)
+            present = max(0, min(size, body_at + csize) - offset)
             return PcmLayout("AIFF-C" if aifc else "AIFF", offset, min(present, declared), declared,
                              channels, rate, container_bits, encoding, order)
-        pos += 8 + csize + (csize & 1)
     return None
 
 
