@@ -214,14 +214,11 @@ def prefault(engine) -> int:
     milliseconds, and keep the pages where they are afterwards
     (:func:`keep_pages_in_place`). Call before the audio starts. Returns
     the bytes touched."""
-    import dataclasses
-
     import numpy as np
 
     keep_pages_in_place()
     total = 0
-    for field in dataclasses.fields(engine.state):
-        array = getattr(engine.state, field.name)
+    for array in engine.memory():
         if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.nbytes:
             raw = array.reshape(-1).view(np.uint8)
             np.bitwise_xor(raw, 0, out=raw)          # a write to every byte, values unchanged

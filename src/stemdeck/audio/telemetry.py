@@ -38,7 +38,6 @@ import time
 
 import numpy as np
 
-from stemdeck.engine import layout as L
 
 log = logging.getLogger("stemdeck.telemetry")
 
@@ -130,7 +129,7 @@ class Telemetry:
             self._process = None
         st = engine.stats()
         self._last = {"underflows": st["underflows"], "overruns": st["overruns"]}
-        self._dur_index = int(engine.state.counters[L.CT_DUR_INDEX])
+        self._dur_index = engine.durations_count()
         self._ticks: collections.deque = collections.deque()     # (time, durations, underruns)
         self.underruns = 0
         self._cpu_last = (self.started, self._cpu_seconds())
@@ -211,14 +210,8 @@ class Telemetry:
             return 0.0
 
     def _new_durations(self) -> np.ndarray:
-        counters = self.engine.state.counters
-        ring = self.engine.state.durations
-        idx = int(counters[L.CT_DUR_INDEX])
-        n = min(idx - self._dur_index, len(ring))
-        self._dur_index = idx
-        if n <= 0:
-            return np.zeros(0)
-        return ring[np.arange(idx - n, idx) & (len(ring) - 1)].astype(np.float64)
+        durations, self._dur_index = self.engine.durations_since(self._dur_index)
+        return durations
 
     def sample(self) -> dict:
         """Read the engine now; update the window and the snapshot. Returns

@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from stemdeck.engine import face
+
 #: Beats closer than this to a boundary count as on it (the engine's float sum
 #: of per-block increments drifts by ~1e-12 beats per hour; 1e-7 beats is
 #: 0.002 frames at 120 BPM).
@@ -130,11 +132,10 @@ def engine_clock(engine) -> ClockState:
     mix two blocks; :meth:`Engine.clock_snapshot` reads what the kernel
     publishes at each block boundary under a seqlock (release/acquire
     ordering, so it holds on ARM too).
-    An engine without counters (the planner's RecordingEngine) reports its
-    frame, bpm and beats from ``stats()``.
+    An engine that does not render (the planner's RecordingEngine) reports
+    its frame, bpm and beats from ``stats()``.
     """
-    state = getattr(engine, "state", None)
-    if state is None:
+    if not face.renders(engine):
         st = engine.stats()
         bpm = float(st.get("bpm", 120.0))
         return ClockState(int(st.get("frame", getattr(engine, "frame", 0))), float(st.get("beats", 0.0)),
@@ -183,7 +184,7 @@ class TempoMap:
         if snap.frame <= self.anchor.frame:
             return
         if not self._changes or self._changes[-1][0] + SETTLE_FRAMES <= snap.frame:
-            if getattr(engine, "state", None) is not None:
+            if face.renders(engine):
                 self.anchor = snap
                 self._changes = []
                 return

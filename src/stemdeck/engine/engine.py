@@ -10,6 +10,10 @@ Threads:
   touches the state the kernel mixes from.
 - :meth:`events` / :meth:`stats` are for the control or reporter thread
   (single consumer of the event ring).
+- The read face (:meth:`ring_free`, :meth:`commands_dropped`,
+  :meth:`durations_since`, :meth:`voice_regions`, ...) is how code outside
+  the engine looks at its state: no other module touches ``state``.
+  :class:`~stemdeck.engine.face.EngineFace` is what control code may call.
 
 Samples are added off the audio thread (:meth:`add_sample` keeps a reference
 to the array), swapped in by an ``OP_BIND`` command, and handed back through
@@ -19,6 +23,7 @@ then is the reference dropped, so memory is never freed under the callback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -27,6 +32,7 @@ from stemdeck.engine import commands as C
 from stemdeck.engine import layout as L
 from stemdeck.engine import kernel, rings
 from stemdeck.engine.dsp import eq as eqdsp
+from stemdeck.engine.face import VoiceRegion
 from stemdeck.errors import CommandError
 
 SAMPLE_FORMATS = {np.dtype(np.float32): L.FMT_F32, np.dtype(np.int16): L.FMT_I16,
@@ -35,6 +41,8 @@ SAMPLE_FORMATS = {np.dtype(np.float32): L.FMT_F32, np.dtype(np.int16): L.FMT_I16
 
 class Engine:
     """``commands.DECKS`` decks of stems, mixed block by block by one compiled function."""
+
+    renders = True    # its clock moves by rendering (see face.EngineFace)
 
     def __init__(self, sample_rate: int = 44100, *, max_block: int = 8192,
                  max_voices: int = L.DEFAULT_VOICES, max_slots: int = L.DEFAULT_SLOTS,
@@ -274,13 +282,13 @@ class Engine:
         """Test hook: the next callback busy-waits this long before rendering."""
         self.state.params[L.P_SPIN_US] = float(microseconds)
 
+    def late_pending(self) -> bool:
+        """Whether a :meth:`make_late` wait is still waiting for its callback."""
+        return self.state.params[L.P_SPIN_US] != 0.0
+
     def callback_durations(self) -> np.ndarray:
         """The most recent callback durations in nanoseconds (a copy, oldest first)."""
-        idx = int(self.state.counters[L.CT_DUR_INDEX])
-        ring = self.state.durations
-        n = min(idx, len(ring))
-        order = (np.arange(idx - n, idx)) & (len(ring) - 1)
-        return ring[order].astype(np.float64)
+        return self.durations_since(0)[0]
 
     def set_eq_enabled(self, enabled: bool) -> None:
         """Bypass the isolator EQ on every deck (on by default; it is cheap).
@@ -301,6 +309,56 @@ class Engine:
 
     def _reclaim(self) -> None:
         self.events()
+
+    # -- the read face (any thread; reads only) ------------------------------------------------
+    def ring_free(self) -> int:
+        """Command records the ring can take now (exact for the one producer)."""
+        idx = self.state.ring_index
+        return self.state.ring.shape[0] - int(idx[L.IX_WRITE] - idx[L.IX_READ])
+
+    def commands_dropped(self) -> int:
+        """Commands refused so far because the ring was full."""
+        return int(self.state.counters[L.CT_DROPPED])
+
+    def durations_count(self) -> int:
+        """Callback durations recorded so far (pass it to :meth:`durations_since`)."""
+        return int(self.state.counters[L.CT_DUR_INDEX])
+
+    def durations_since(self, count: int) -> tuple[np.ndarray, int]:
+        """The callback durations (ns, float64, oldest first) recorded after the
+        first ``count``, as many as the ring still holds, and the count to pass
+        next time."""
+        idx = self.durations_count()
+        ring = self.state.durations
+        n = min(idx - int(count), len(ring))
+        if n <= 0:
+            return np.zeros(0), idx
+        return ring[np.arange(idx - n, idx) & (len(ring) - 1)].astype(np.float64), idx
+
+    def voice_regions(self) -> list[VoiceRegion]:
+        """Where each playing voice reads now (for read-ahead): its sample's
+        address, position, rate with the tempo applied, and loop bounds. Read
+        while the audio thread runs: a voice may have moved on meanwhile."""
+        st = self.state
+        vi, vf, slots = st.voices_i, st.voices_f, st.slots
+        bpm = float(st.clock[L.CK_BPM])
+        out = []
+        for v in np.flatnonzero(vi[:, L.VI_STATE] != L.V_FREE):
+            slot = int(vi[v, L.VI_SLOT])
+            if not 0 <= slot < slots.shape[0]:
+                continue
+            rate = abs(float(vf[v, L.VF_RATE]))
+            src_bpm = float(st.buffer_bpm[int(vi[v, L.VI_BUF]) % st.buffer_bpm.shape[0]])
+            if src_bpm > 0.0:
+                rate *= bpm / src_bpm
+            out.append(VoiceRegion(int(slots[slot, L.SL_ADDR]), int(vf[v, L.VF_POS]), rate,
+                                   bool(vi[v, L.VI_LOOP]), int(vf[v, L.VF_LO]), int(vf[v, L.VF_HI])))
+        return out
+
+    def memory(self) -> list[np.ndarray]:
+        """Every array the callback reads or writes, for prefaulting them before
+        audio starts (audio.realtime.prefault); not for reading the state."""
+        return [getattr(self.state, f.name) for f in dataclasses.fields(self.state)]
 
     def clock_snapshot(self) -> dict:
         """The engine's clock as of its last block boundary, consistent (the

@@ -133,8 +133,8 @@ class ReadAhead:
     """Keeps ``seconds`` of audio ahead of every playing voice resident, for
     the samples registered with :meth:`register` (memory-mapped ones).
 
-    ``engine``: the running Engine; its voice and slot tables are read, never
-    written. ``interval``: seconds between looks at the voice table."""
+    ``engine``: the running Engine; its :meth:`~stemdeck.engine.engine.Engine.voice_regions`
+    are read. ``interval``: seconds between looks at the voice table."""
 
     def __init__(self, engine, *, seconds: float = DEFAULT_SECONDS,
                  interval: float = DEFAULT_INTERVAL):
@@ -205,9 +205,7 @@ class ReadAhead:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One look at the voice table (also callable directly, in tests)."""
-        from stemdeck.engine import layout as L
-
+        """One look at the playing voices (also callable directly, in tests)."""
         while self._warm:
             samples, frame = self._warm.popleft()
             populate(samples, frame - 4, frame + self._span(1.0))
@@ -215,32 +213,21 @@ class ReadAhead:
         if not regions:
             self.voices_followed = 0
             return
-        st = self.engine.state
-        vi, vf, slots = st.voices_i, st.voices_f, st.slots
-        active = np.flatnonzero(vi[:, L.VI_STATE] != L.V_FREE)
-        bpm = float(st.clock[L.CK_BPM])
-        lookahead = int(st.params[L.P_LOOKAHEAD])
+        lookahead = self.engine.keylock_latency
         followed = 0
-        for v in active:
-            slot = int(vi[v, L.VI_SLOT])
-            if not 0 <= slot < slots.shape[0]:
-                continue
-            samples = regions.get(int(slots[slot, L.SL_ADDR]))
+        for voice in self.engine.voice_regions():
+            samples = regions.get(voice.address)
             if samples is None:
                 continue
             followed += 1
-            rate = abs(float(vf[v, L.VF_RATE]))
-            src_bpm = float(st.buffer_bpm[int(vi[v, L.VI_BUF]) % st.buffer_bpm.shape[0]])
-            if src_bpm > 0.0:
-                rate *= bpm / src_bpm
-            span = self._span(rate) + lookahead
-            pos = int(vf[v, L.VF_POS])
+            span = self._span(voice.rate) + lookahead
+            pos = voice.position
             frames = samples.shape[0]
             end = pos + span
             populate(samples, pos - 4, min(end, frames))
-            if vi[v, L.VI_LOOP]:
-                lo = max(0, int(vf[v, L.VF_LO]))
-                hi = min(frames, int(vf[v, L.VF_HI]))
+            if voice.loop:
+                lo = max(0, voice.lo)
+                hi = min(frames, voice.hi)
                 if hi > lo:
                     # the seam is read both ways: the interpolator, the seam check on the
                     # first block, and a section's crossfade from the audio before its start

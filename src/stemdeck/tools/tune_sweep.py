@@ -109,10 +109,7 @@ class _ExtraLoad:
     has consumed it, so (nearly) every callback busy-waits ``microseconds``."""
 
     def __init__(self, engine, microseconds: float, period_s: float):
-        from stemdeck.engine import layout as L
-
         self.engine, self.us = engine, float(microseconds)
-        self.params, self.index = engine.state.params, L.P_SPIN_US
         self.poll = max(0.0002, period_s / 8)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-tune-extra-load", daemon=True)
@@ -127,7 +124,7 @@ class _ExtraLoad:
 
     def _run(self):
         while not self._stop.is_set():
-            if self.params[self.index] == 0.0:
+            if not self.engine.late_pending():
                 self.engine.make_late(self.us)
             time.sleep(self.poll)
 
@@ -289,13 +286,13 @@ class Sweep:
                                      "measured without key lock")
             self.say(self.keylock_note)
         if plan.with_load:
-            from stemdeck.control.handlers import Controller
-            from stemdeck.media.loader import MediaLoader
+            from stemdeck import app
 
             self._tmp = tempfile.TemporaryDirectory(prefix="stemdeck-tune-")
             holder = {}
-            self.controller = Controller(engine, loader=MediaLoader(engine, cache_mb=0),
-                                         reply=lambda s, a, args: holder["stress"].reply(s, a, args))
+            self.controller = app.assemble(engine, app.live_loader(engine, cache_mb=0),
+                                           reply=lambda s, a, args: holder["stress"].reply(s, a, args)
+                                           ).controller
             t0 = time.monotonic()
             self.stress = holder["stress"] = _Stress(self.controller, self._tmp.name, plan.sample_rate)
             from stemdeck.tools.workload import MESSAGES_PER_SECOND
@@ -467,8 +464,9 @@ class Sweep:
     # -- the control loop ---------------------------------------------------------------------------
     def _control_tick(self) -> None:
         if self.stress is not None:
-            self.stress.tick()
-        self.engine.events()            # frees released sample slots (control thread)
+            self.stress.tick()          # its Controller's poll drains the engine's events
+        else:
+            self.engine.events()        # frees released sample slots (control thread)
 
     def _run_until(self, end: float, step) -> None:
         """Run the control thread's duties until ``end`` (monotonic) or ``step()`` says stop."""
