@@ -1,13 +1,14 @@
 """PortAudio host APIs and output devices: a snapshot of them, and the one a user named.
 
-Holds :func:`query` (a snapshot, :class:`AudioSystem`), :func:`rescan`,
-:func:`find_output_device` (resolves ``--device INDEX|NAME``) and
-:class:`NoOutputDeviceError`.
+Holds :func:`query` (a snapshot, :class:`AudioSystem`), :func:`current` and
+:func:`rescan`, :func:`find_output_device` (resolves ``--device INDEX|NAME``)
+and :class:`NoOutputDeviceError`. On top of :mod:`stemdeck.audio.pa_runtime`
+(the library); the output (:mod:`stemdeck.audio.portaudio`) is on top of both.
 
 Control thread only (start-up, ``stemdeck devices``, reconnecting after a
-device loss); never the audio thread. ``sounddevice`` is imported inside
-functions, because importing it initialises PortAudio, which scans every
-host API (slow, and noisy on ALSA).
+device loss); never the audio thread. ``sounddevice`` is imported on first
+use (by the runtime), because importing it initialises PortAudio, which
+scans every host API (slow, and noisy on ALSA).
 
 PortAudio's JACK host API connects to the server named by the environment
 variable ``JACK_DEFAULT_SERVER`` *when PortAudio initialises*, i.e. on the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stemdeck.audio.pa_runtime import runtime
 from stemdeck.errors import DeviceError, UsageError
 
 
@@ -78,17 +80,6 @@ class AudioSystem:
         return next((d for d in self.devices if d.is_default), None)
 
 
-def _sounddevice():
-    try:
-        import sounddevice
-    except OSError as exc:  # sounddevice raises OSError when libportaudio is missing
-        raise DeviceError(
-            f"cannot load the PortAudio library ({exc}); install it (Debian/Ubuntu: "
-            "apt install libportaudio2) or run without audio output with --backend null"
-        ) from None
-    return sounddevice
-
-
 def query() -> AudioSystem:
     """A snapshot of PortAudio's host APIs and devices.
 
@@ -96,7 +87,7 @@ def query() -> AudioSystem:
     docstring about ``JACK_DEFAULT_SERVER``); later calls see the same
     devices until :func:`rescan`.
     """
-    sd = _sounddevice()
+    sd = runtime().module()
     hostapis = tuple(
         HostApi(
             index=i,
@@ -133,19 +124,29 @@ def query() -> AudioSystem:
     return AudioSystem(sd.get_portaudio_version()[1], hostapis, devices)
 
 
+def current() -> AudioSystem:
+    """A snapshot from a usable PortAudio: a fresh copy is loaded first if
+    the current one was abandoned (its JACK server died under it)."""
+    rt = runtime()
+    with rt.lock:
+        rt.ready()
+        return query()
+
+
 def rescan() -> AudioSystem:
     """Re-initialise PortAudio and take a new snapshot.
 
     Needed to see a device plugged in (or a JACK server started) after the
     first scan, e.g. when reconnecting after a device loss. PortAudio
     closes every open stream when it terminates, so call this only while
-    no stream is open. Goes through the output's PortAudio runtime, which
-    knows when terminating would abort the process (a JACK server died under
-    it) and loads a fresh PortAudio instead.
+    no stream is open. Goes through the PortAudio runtime, which knows when
+    terminating would abort the process (a JACK server died under it) and
+    loads a fresh PortAudio instead.
     """
-    from stemdeck.audio.portaudio import runtime
-
-    return runtime().rescan()
+    rt = runtime()
+    with rt.lock:
+        rt.reinitialise()
+        return query()
 
 
 def _listing(devices) -> str:

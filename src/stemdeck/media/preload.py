@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from stemdeck.engine.commands import MAX_BUFFER_ID
 from stemdeck.errors import MediaError, UsageError
 
 log = logging.getLogger("stemdeck.media")
@@ -112,8 +113,6 @@ def _scan(folder: str, suffixes) -> list[str]:
 
 
 def _read_list(path: str) -> list[Item]:
-    from stemdeck.control import spec
-
     base = os.path.dirname(os.path.abspath(path))
     try:
         with open(path, encoding="utf-8") as fh:
@@ -139,9 +138,9 @@ def _read_list(path: str) -> list[Item]:
             buffer_id = int(words[0])
         except ValueError:
             raise UsageError(f"--preload {where}: buffer ID {words[0]!r} is not a whole number") from None
-        if not 0 <= buffer_id <= spec.MAX_BUFFER_ID:
+        if not 0 <= buffer_id <= MAX_BUFFER_ID:
             raise UsageError(f"--preload {where}: buffer ID {buffer_id} out of range "
-                             f"0..{spec.MAX_BUFFER_ID}")
+                             f"0..{MAX_BUFFER_ID}")
         file = os.path.expanduser(words[1])
         if not os.path.isabs(file):
             file = os.path.join(base, file)

@@ -49,12 +49,12 @@ import time
 import types
 from dataclasses import dataclass, field
 
+from stemdeck.audio.pa_runtime import JACK_HOSTAPI
 from stemdeck.engine.commands import DECKS, SAMPLE_RATES
 from stemdeck.errors import DeviceError, UsageError
 
 EXTRA_LOAD_ENV = "STEMDECK_TUNE_TEST_EXTRA_LOAD"
 REFUSE_ENV = "STEMDECK_TUNE_TEST_REFUSE"
-JACK_HOSTAPI = "JACK Audio Connection Kit"
 
 WARMUP_SECONDS = 0.5          # after a stream starts, before measuring (not counted)
 FADE_SECONDS = 0.03
@@ -306,9 +306,8 @@ class Sweep:
 
     def _find_device(self) -> None:
         from stemdeck.audio import devices
-        from stemdeck.audio.portaudio import runtime
 
-        self.device = devices.find_output_device(self.plan.device, runtime().query())
+        self.device = devices.find_output_device(self.plan.device, devices.current())
         if self.device.hostapi != JACK_HOSTAPI:
             return
         from stemdeck.tools.tune_jack import JackPeriod, JackPeriodError
