@@ -1,22 +1,11 @@
-"""Helpers for tests that render the engine offline and measure the samples."""
+"""Helpers for tests that render the engine offline (signals.py makes the inputs and measures the output)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from signals import SR
 from stemdeck.engine import Engine
-
-SR = 44100
-
-
-def tone(freq: float, seconds: float, amp: float = 0.5, sr: int = SR, phase: float = 0.0) -> np.ndarray:
-    t = np.arange(int(round(seconds * sr))) / sr
-    x = (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
-    return np.ascontiguousarray(np.stack([x, x], axis=1))
-
-
-def dc(level: float, frames: int) -> np.ndarray:
-    return np.full((frames, 2), level, np.float32)
 
 
 def render(engine: Engine, frames: int, block: int = 256) -> np.ndarray:
@@ -42,21 +31,3 @@ def loaded(samples: dict[int, np.ndarray], eq: bool = False, limiter: bool = Tru
     for bid, data in samples.items():
         e.bind(bid, e.add_sample(data))
     return e
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
-def db(ratio: float) -> float:
-    return 20 * np.log10(max(ratio, 1e-12))
-
-
-def peak_hz(x: np.ndarray, sr: int = SR) -> float:
-    """Frequency of the strongest bin, refined by parabolic interpolation."""
-    w = np.hanning(len(x))
-    mag = np.abs(np.fft.rfft(x * w))
-    k = int(np.argmax(mag[1:-1])) + 1
-    a, b, c = np.log(mag[k - 1:k + 2] + 1e-30)
-    k_frac = k + 0.5 * (a - c) / (a - 2 * b + c)
-    return k_frac * sr / len(x)

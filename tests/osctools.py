@@ -26,6 +26,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from stemdeck.control import osc_wire as wire
 from stemdeck.control.server import OscServer
 from stemdeck.engine import Engine
+from signals import amplitude, sine  # noqa: F401 (test_jack_restart.py imports them from here)
 
 SR = 44100
 KEEP_FRAMES = 1 << 22            # ~95 s of recording kept
@@ -275,23 +276,3 @@ def write_wav(folder, name: str, data: np.ndarray) -> str:
     path = os.path.join(str(folder), name)
     sf.write(path, data, SR, subtype="FLOAT")
     return path
-
-
-def dc(level: float, seconds: float) -> np.ndarray:
-    return np.full((int(seconds * SR), 2), level, np.float32)
-
-
-def sine(freq: float, seconds: float, amp: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return np.stack([x, x], axis=1)
-
-
-def amplitude(x: np.ndarray, freq: float) -> float:
-    n = np.arange(len(x))
-    return float(2 * abs(np.mean(x.astype(np.float64) * np.exp(-2j * np.pi * freq * n / SR))))
-
-
-def onset(x: np.ndarray, threshold: float = 0.0) -> int | None:
-    nz = np.flatnonzero(np.abs(x) > threshold)
-    return int(nz[0]) if len(nz) else None

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from stemdeck.tools import demo_songs
 from stemdeck.tools.demo_songs import BARS, BEATS_PER_BAR, SAMPLE_RATE, SONGS, STEMS, ensure_demo_stems
+from signals import attacks, dbfs
 
 
 @pytest.fixture(scope="module")
@@ -91,46 +92,18 @@ def test_not_silent_in_any_bar_and_never_clipping(stems, name, song):
 @pytest.mark.parametrize("song", SONGS, ids=lambda s: s.name)
 def test_four_stems_summed_stay_under_full_scale(stems, song):
     total = sum(stems[f"{song.name}_{stem}"] for stem in STEMS)
-    peak_db = 20 * np.log10(np.max(np.abs(total)))
+    peak_db = dbfs(total)
     assert peak_db < -1.0, f"{song.name}: the four stems sum to {peak_db:.1f} dBFS"
     assert peak_db > -4.0      # and not timid either
 
 
 # -- the drums keep time ------------------------------------------------------------------------
 
-def envelope(x):
-    """Amplitude envelope (magnitude of the analytic signal)."""
-    n = len(x)
-    h = np.zeros(n)
-    h[0] = 1
-    h[1:(n + 1) // 2] = 2
-    if n % 2 == 0:
-        h[n // 2] = 1
-    return np.abs(np.fft.ifft(np.fft.fft(x) * h))
-
-
-def onsets(x, window=64, jump=3.0, floor_db=-50.0):
-    """Frames where the envelope's mean over the next ``window`` frames is
-    ``jump`` times its mean over the previous ones (the loop wraps)."""
-    env = envelope(x)
-    n = len(env)
-    padded = np.concatenate([env[-window:], env, env[:window]])
-    c = np.concatenate([[0.0], np.cumsum(padded)])
-    k = np.arange(n) + window
-    before = (c[k] - c[k - window]) / window
-    after = (c[k + window] - c[k]) / window
-    floor = env.max() * 10 ** (floor_db / 20)
-    hot = np.flatnonzero((after / (before + floor) > jump) & (after > floor))
-    if not len(hot):
-        return hot
-    return hot[np.concatenate([[True], np.diff(hot) > window])] + window // 2
-
-
 @pytest.mark.parametrize("song", SONGS, ids=lambda s: s.name)
 def test_drum_onsets_fall_on_the_sixteenth_grid_and_every_beat_has_one(stems, song):
     x = stems[f"{song.name}_drums"].mean(axis=1)
-    attack = np.diff(x, prepend=x[-1])      # first difference: attacks stand out of tails
-    found = onsets(attack)
+    rise = np.diff(x, prepend=x[-1])        # first difference: attacks stand out of tails
+    found = attacks(rise)
     step = song.frames_per_step
     grid = np.rint(found / step).astype(int)
     offset = found - grid * step
@@ -152,7 +125,7 @@ def test_a_kick_on_every_beat(stems, song):
     spec = np.fft.rfft(x)
     spec[np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE) > 200] = 0
     low = np.fft.irfft(spec, len(x))
-    found = onsets(low, window=128, jump=2.0, floor_db=-30)
+    found = attacks(low, window=128, jump=2.0, floor_db=-30)
     beat = song.frames_per_beat
     on_beats = {int(round(f / beat)) % (BARS * BEATS_PER_BAR) for f in found
                 if abs(f - round(f / beat) * beat) <= 0.003 * SAMPLE_RATE}

@@ -8,13 +8,14 @@ from stemdeck.engine import Engine
 from stemdeck.engine import commands as C
 from stemdeck.errors import CommandError
 from stemdeck.tools.workload import build_reference_workload
-from enginetools import SR, loaded, render, tone
+from enginetools import loaded, render
+from signals import SR, dc, sine
 
 
 def scripted_mix(block: int, frames: int = SR) -> np.ndarray:
     """Every kind of command, scheduled at odd frames, rendered at ``block``."""
-    e = loaded({100: tone(220, 0.7), 101: tone(330, 0.9), 1100: tone(550, 0.45),
-                2100: tone(97, 1.3)}, eq=True)
+    e = loaded({100: sine(220, 0.7, 0.5), 101: sine(330, 0.9, 0.5), 1100: sine(550, 0.45, 0.5),
+                2100: sine(97, 1.3, 0.5)}, eq=True)
     e.play(100, loop=True, rate=1.07)
     e.play(1100, at=1001, loop=True, section=(0.1, 0.2))
     e.play(2100, at=3333, rate=0.77)
@@ -59,7 +60,7 @@ def test_a_full_command_ring_drops_and_counts_instead_of_blocking():
 
 
 def test_a_late_command_runs_at_once_and_is_counted():
-    e = loaded({100: np.full((SR, 2), 0.5, np.float32)})
+    e = loaded({100: dc(0.5, 1.0)})
     render(e, 1000)
     e.play(100, at=200)                    # 800 frames in the past
     out = render(e, 256)
@@ -69,7 +70,7 @@ def test_a_late_command_runs_at_once_and_is_counted():
 
 
 def test_commands_at_the_same_frame_apply_in_the_order_sent():
-    e = loaded({100: np.full((SR, 2), 0.5, np.float32)})
+    e = loaded({100: dc(0.5, 1.0)})
     e.play(100, loop=True)
     e.set_volume(100, 0.1, at=500)
     e.set_volume(100, 0.3, at=500)
@@ -89,7 +90,7 @@ def test_beat_clock_counts_beats_from_frames():
 def test_tempo_ramp_glides_the_rate_without_a_step():
     # a stem with a source tempo follows the master tempo; a ramp 120 -> 132
     # over one second moves its pitch smoothly by 10 %
-    e = loaded({100: tone(1000, 4.0, amp=0.5)})
+    e = loaded({100: sine(1000, 4.0, 0.5)})
     e.set_source_bpm(100, 120.0)
     e.play(100, loop=True)
     e.set_tempo(132.0, ramp=1.0, at=SR // 2)
@@ -190,7 +191,7 @@ def test_an_untimed_commands_grouping_frame_is_not_a_deadline():
     # at once and are not counted late. A real deadline that passes is.
     from stemdeck.engine.commands import Soon
 
-    e = loaded({100: np.full((SR, 2), 0.5, np.float32)})
+    e = loaded({100: dc(0.5, 1.0)})
     render(e, 1000)
     e.play(100, loop=True, at=Soon(500))
     out = render(e, 256)

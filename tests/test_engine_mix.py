@@ -5,14 +5,15 @@ import pytest
 
 from stemdeck.engine.dsp.crossfade import crossfader_gains
 from stemdeck.engine.dsp.eq import knob_to_gain, gain_to_knob
-from enginetools import SR, db, loaded, render, rms, tone
+from enginetools import loaded, render
+from signals import SR, db, dc, rms, sine
 
 BAND_CENTRES = {0: 80.0, 1: 790.0, 2: 8000.0}   # low, mid (geometric centre), high
 
 
 def level_through_deck(freq, gains=(1.0, 1.0, 1.0), deck_id=100, amp=0.25):
     """RMS gain (dB) of a sine through one deck's EQ, after the filters settle."""
-    e = loaded({deck_id: tone(freq, 1.5, amp=amp)}, eq=True, limiter=False)
+    e = loaded({deck_id: sine(freq, 1.5, amp)}, eq=True, limiter=False)
     deck = (deck_id - 100) // 1000
     for band, g in enumerate(gains):
         e.set_deck_eq(deck, band, g)
@@ -54,7 +55,7 @@ def four_deck_mix(only=None):
     just that deck). Several live decks go through the EQ's all-decks SIMD
     loop, a single one through the per-deck loop."""
     ids = [only] if only is not None else list(FOUR_DECKS)
-    e = loaded({bid: tone(FOUR_DECKS[bid][0], 1.5, amp=0.2) for bid in ids}, eq=True, limiter=False)
+    e = loaded({bid: sine(FOUR_DECKS[bid][0], 1.5, 0.2) for bid in ids}, eq=True, limiter=False)
     for bid in ids:
         for band, g in enumerate(FOUR_DECKS[bid][1]):
             e.set_deck_eq((bid - 100) // 1000, band, g)
@@ -72,7 +73,7 @@ def test_four_decks_mix_as_the_sum_of_each_alone():
 
 
 def test_killed_low_band_on_all_four_decks():
-    e = loaded({bid: tone(80.0, 1.5, amp=0.25) for bid in FOUR_DECKS}, eq=True, limiter=False)
+    e = loaded({bid: sine(80.0, 1.5, 0.25) for bid in FOUR_DECKS}, eq=True, limiter=False)
     for deck in range(4):
         e.set_deck_eq(deck, 0, 0.0)
     for bid in FOUR_DECKS:
@@ -113,7 +114,7 @@ def test_crossfader_bad_values():
 
 
 def test_crossfader_gains_act_on_decks_a_and_b_only():
-    e = loaded({100: tone(300, 1.0, 0.2), 1100: tone(500, 1.0, 0.2), 2100: tone(700, 1.0, 0.2)})
+    e = loaded({100: sine(300, 1.0, 0.2), 1100: sine(500, 1.0, 0.2), 2100: sine(700, 1.0, 0.2)})
     for bid in (100, 1100, 2100):
         e.play(bid, loop=True)
     e.set_crossfader_gains(*crossfader_gains(0.0, "linear"))
@@ -126,7 +127,7 @@ def test_crossfader_gains_act_on_decks_a_and_b_only():
 
 
 def test_limiter_keeps_every_sample_inside_full_scale():
-    loud = {100 + i: tone(100 * (i + 1), 1.0, amp=0.9) for i in range(4)}
+    loud = {100 + i: sine(100 * (i + 1), 1.0, 0.9) for i in range(4)}
     e = loaded(loud, eq=True)
     for bid in loud:
         e.play(bid, volume=4.0, loop=True)
@@ -137,7 +138,7 @@ def test_limiter_keeps_every_sample_inside_full_scale():
 
 
 def test_limiter_is_transparent_below_its_threshold():
-    quiet = tone(440, 1.0, amp=0.6)
+    quiet = sine(440, 1.0, 0.6)
     results = []
     for on in (True, False):
         e = loaded({100: quiet}, eq=True, limiter=on)
@@ -147,7 +148,7 @@ def test_limiter_is_transparent_below_its_threshold():
 
 
 def test_limiter_recovers_after_a_peak():
-    e = loaded({100: tone(440, 2.0, amp=0.6)}, eq=False)
+    e = loaded({100: sine(440, 2.0, 0.6)}, eq=False)
     e.play(100, loop=True)
     e.set_volume(100, 3.0, at=SR // 4)
     e.set_volume(100, 1.0, at=SR // 2)
@@ -158,7 +159,7 @@ def test_limiter_recovers_after_a_peak():
 
 
 def test_nan_in_a_sample_never_reaches_the_output():
-    bad = tone(440, 0.5)
+    bad = sine(440, 0.5, 0.5)
     bad[1000:1010] = np.nan
     e = loaded({100: bad}, eq=True)
     e.play(100)
@@ -168,7 +169,7 @@ def test_nan_in_a_sample_never_reaches_the_output():
 
 @pytest.mark.parametrize("setter", ["deck_level", "eq", "crossfader", "master"])
 def test_every_gain_change_is_ramped(setter):
-    e = loaded({100: np.full((SR, 2), 0.5, np.float32)})
+    e = loaded({100: dc(0.5, 1.0)})
     e.play(100, loop=True)
     at = 5000
     if setter == "deck_level":
@@ -189,7 +190,7 @@ def test_every_gain_change_is_ramped(setter):
 
 
 def test_eq_gain_change_is_ramped_on_the_filtered_path():
-    e = loaded({100: tone(80, 2.0, amp=0.5)}, eq=True)
+    e = loaded({100: sine(80, 2.0, 0.5)}, eq=True)
     e.play(100, loop=True)
     e.set_deck_eq(0, 0, 0.0, at=SR // 2)
     out = render(e, SR)[:, 0]

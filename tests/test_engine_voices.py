@@ -5,13 +5,14 @@ import pytest
 
 from stemdeck.engine import Engine
 from stemdeck.engine import commands as C
-from enginetools import SR, dc, loaded, peak_hz, render, tone
+from enginetools import loaded, render
+from signals import SR, dc, peak_hz, sine
 
 DECLICK = round(0.005 * SR)
 
 
 def test_rate_105_moves_1khz_to_1050hz_with_spurs_60db_down():
-    e = loaded({100: tone(1000, 3.0, amp=0.5)}, eq=True, limiter=False)
+    e = loaded({100: sine(1000, 3.0, 0.5)}, eq=True, limiter=False)
     e.play(100, rate=1.05, loop=True)
     out = render(e, SR * 2)[SR // 2:SR // 2 + 65536, 0].astype(np.float64)
     assert abs(peak_hz(out) - 1050.0) < 1.0
@@ -24,7 +25,7 @@ def test_rate_105_moves_1khz_to_1050hz_with_spurs_60db_down():
 
 def test_play_scheduled_at_frame_n_starts_exactly_there_in_any_block_size():
     for block in (64, 100, 1024):
-        e = loaded({100: dc(0.5, SR)})
+        e = loaded({100: dc(0.5, 1.0)})
         e.play(100, at=5000)
         out = render(e, 8000, block)[:, 0]
         assert np.all(out[:5000] == 0.0), block
@@ -35,7 +36,7 @@ def test_play_scheduled_at_frame_n_starts_exactly_there_in_any_block_size():
 
 
 def test_stop_at_frame_fades_out_over_5ms_from_that_frame():
-    e = loaded({100: dc(0.5, SR)})
+    e = loaded({100: dc(0.5, 1.0)})
     e.play(100, loop=True)
     e.stop(100, at=10000)
     out = render(e, 12000, 128)[:, 0]
@@ -47,7 +48,7 @@ def test_stop_at_frame_fades_out_over_5ms_from_that_frame():
 
 
 def test_one_shot_plays_its_length_to_the_frame_and_reports_the_end():
-    e = loaded({100: dc(0.25, 1000)})
+    e = loaded({100: dc(0.25, frames=1000)})
     e.play(100, at=300)
     out = render(e, 2000, 64)[:, 0]
     nonzero = np.flatnonzero(out)
@@ -57,7 +58,7 @@ def test_one_shot_plays_its_length_to_the_frame_and_reports_the_end():
 
 
 def test_section_one_shot_length_to_the_frame():
-    e = loaded({100: tone(440, 2.0)})
+    e = loaded({100: sine(440, 2.0, 0.5)})
     e.play(100, section=(0.5, 0.25))            # 22050 .. 33075
     out = render(e, SR, 512)[:, 0]
     nz = np.flatnonzero(np.abs(out) > 0)
@@ -69,7 +70,7 @@ def test_section_one_shot_length_to_the_frame():
 def test_section_loop_repeats_with_its_exact_period():
     # 0.1 s section of a 440 Hz tone: 4410 frames, 44 periods of 100.2 frames (a seam
     # that does not line up with the waveform, which the loop crossfade must smooth)
-    e = loaded({100: tone(440, 2.0)})
+    e = loaded({100: sine(440, 2.0, 0.5)})
     e.play(100, loop=True, section=(0.5, 0.1))
     out = render(e, 30000, 256)[:, 0]
     period = 4410
@@ -82,17 +83,17 @@ def test_loop_seams_have_no_clicks():
     # loop (crossfades into the audio before the section), both on a sine whose
     # length is not a whole number of periods
     for section in (None, (0.3, 0.1037)):
-        e = loaded({100: tone(441.3, 0.5037)})
+        e = loaded({100: sine(441.3, 0.5037, 0.5)})
         e.play(100, loop=True, section=section)
         out = render(e, SR * 2, 512)[:, 0]
         # a click would be a step the size of the waveform (0.5); a seam that is
         # smoothed moves no faster than the sine plus the 5 ms fade's own slope
-        steady = np.max(np.abs(np.diff(tone(441.3, 0.1)[:, 0])))
+        steady = np.max(np.abs(np.diff(sine(441.3, 0.1, 0.5)[:, 0])))
         assert np.max(np.abs(np.diff(out))) <= steady + 2 * 0.5 / DECLICK, section
 
 
 def test_restart_of_a_playing_stem_declicks_the_old_voice():
-    e = loaded({100: dc(0.5, SR * 2)})
+    e = loaded({100: dc(0.5, 2.0)})
     e.play(100, loop=True)
     e.play(100, loop=True, start=0.5, at=8000)
     out = render(e, 12000, 256)[:, 0]
@@ -109,7 +110,7 @@ def test_start_position_is_a_fraction_of_the_buffer():
 
 
 def test_int16_and_mono_samples_play_like_float_stereo():
-    x = tone(300, 0.5, amp=0.5)
+    x = sine(300, 0.5, 0.5)
     i16 = np.round(x[:, :1] * 32767).astype(np.int16)
     e1 = loaded({100: x})
     e2 = loaded({100: np.ascontiguousarray(i16)})
@@ -121,7 +122,7 @@ def test_int16_and_mono_samples_play_like_float_stereo():
 
 
 def test_volume_change_ramps_instead_of_stepping():
-    e = loaded({100: dc(0.5, SR)})
+    e = loaded({100: dc(0.5, 1.0)})
     e.play(100, loop=True)
     e.set_volume(100, 0.2, at=5000)
     out = render(e, 8000, 100)[:, 0]
@@ -133,7 +134,7 @@ def test_volume_change_ramps_instead_of_stepping():
 
 def test_unbind_releases_the_sample_after_its_voice_fades():
     e = loaded({})
-    slot = e.add_sample(dc(0.5, SR))
+    slot = e.add_sample(dc(0.5, 1.0))
     e.bind(100, slot)
     e.play(100, loop=True)
     render(e, 1000)
@@ -154,10 +155,10 @@ def test_play_of_an_unbound_buffer_is_reported_not_played():
 
 def test_rebinding_a_playing_buffer_crossfades_to_the_new_sample():
     e = loaded({})
-    e.bind(100, e.add_sample(dc(0.5, SR)))
+    e.bind(100, e.add_sample(dc(0.5, 1.0)))
     e.play(100, loop=True)
     render(e, 4000)
-    e.bind(100, e.add_sample(dc(-0.25, SR)))
+    e.bind(100, e.add_sample(dc(-0.25, 1.0)))
     out = render(e, 4000, 64)[:, 0]
     assert out[-1] == pytest.approx(-0.25)
     assert np.max(np.abs(np.diff(out))) <= 0.75 / DECLICK * 1.05
@@ -165,7 +166,7 @@ def test_rebinding_a_playing_buffer_crossfades_to_the_new_sample():
 
 def test_a_loop_cut_to_loop_plays_through_its_seam_untouched():
     # a whole number of sine periods: the seam is continuous, so no fade at all
-    x = tone(441.0, 1.0, amp=0.5)                     # exactly 441 periods
+    x = sine(441.0, 1.0, 0.5)                     # exactly 441 periods
     e = loaded({100: x})
     e.play(100, loop=True)
     out = render(e, 3 * SR, 512)[:, 0]
@@ -176,7 +177,7 @@ def test_a_loop_cut_to_loop_plays_through_its_seam_untouched():
 
 
 def test_a_constant_level_loop_keeps_its_level_across_the_seam():
-    e = loaded({100: dc(0.5, 20000)})
+    e = loaded({100: dc(0.5, frames=20000)})
     e.play(100, loop=True)
     out = render(e, 100000, 256)[:, 0]
     assert np.min(out[DECLICK + 10:]) == pytest.approx(0.5)

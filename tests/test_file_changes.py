@@ -20,17 +20,15 @@ import soundfile as sf
 
 from osctools import Client
 from serveproc import free_port, start_serve
+from signals import SR, stereo, wave
 from stemdeck.media import guard
 from stemdeck.media.loader import MediaLoader
 
-SR = 44100
 pytestmark = pytest.mark.skipif(not guard.SUPPORTED, reason="file leases are Linux-only")
 
 
 def _tone(seconds: float, freq: float, amp: float) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    mono = amp * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))
-    return np.repeat(mono[:, None], 2, axis=1)
+    return stereo(wave(freq, seconds, amp) * (0.6 + wave(0.5, seconds, 0.4)))
 
 
 def _wav(path, seconds: float, freq: float, amp: float = 0.3) -> str:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from stemdeck.engine import commands as C
-from enginetools import SR, loaded, peak_hz, render, tone
+from enginetools import loaded, render
+from signals import SR, onset, onsets, peak_hz, sine
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -24,7 +25,7 @@ def cents(hz, ref):
 @pytest.mark.parametrize("rate", [0.9, 1.1])
 @pytest.mark.parametrize("block", [128, 1024])
 def test_keylock_holds_pitch_at_any_rate(rate, block):
-    e = keylock_engine({100: tone(440, 4.0)})
+    e = keylock_engine({100: sine(440, 4.0, 0.5)})
     e.set_keylock(0, True)
     e.play(100, rate=rate, loop=True)
     out = render(e, SR * 3, block)[SR:SR + 65536, 0].astype(np.float64)
@@ -34,7 +35,7 @@ def test_keylock_holds_pitch_at_any_rate(rate, block):
 
 @pytest.mark.parametrize("rate", [0.9, 1.1])
 def test_without_keylock_pitch_follows_the_rate(rate):
-    e = loaded({100: tone(440, 4.0)})
+    e = loaded({100: sine(440, 4.0, 0.5)})
     e.play(100, rate=rate, loop=True)
     out = render(e, SR * 2)[SR // 2:SR // 2 + 65536, 0].astype(np.float64)
     assert peak_hz(out) == pytest.approx(440 * rate, abs=0.5)
@@ -49,14 +50,9 @@ def clicks(seconds: float, every: float, channel: int) -> np.ndarray:
     return x
 
 
-def onsets(x: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    above = np.abs(x) > threshold
-    starts = np.flatnonzero(above[1:] & ~above[:-1]) + 1
-    keep = [starts[0]] if len(starts) else []
-    for s in starts[1:]:
-        if s - keep[-1] > SR // 20:
-            keep.append(s)
-    return np.array(keep)
+def click_onsets(x: np.ndarray) -> np.ndarray:
+    """Where each burst of :func:`clicks` rises through 0.2 (a burst's own cycles are one click)."""
+    return onsets(x, 0.2, gap=SR // 20)
 
 
 def test_a_keylocked_deck_stays_in_phase_with_a_plain_deck():
@@ -68,7 +64,7 @@ def test_a_keylocked_deck_stays_in_phase_with_a_plain_deck():
     for bid in (100, 1100):
         e.play(bid, rate=1.05, loop=True, at=start)
     out = render(e, SR * 4, 256)
-    left, right = onsets(out[:, 0]), onsets(out[:, 1])
+    left, right = click_onsets(out[:, 0]), click_onsets(out[:, 1])
     assert right[0] == pytest.approx(start, abs=60)           # the click's rise
     # every click of the keylocked deck sits on its plain twin (the stretcher
     # softens the very first transient out of silence, so match click by click)
@@ -85,7 +81,7 @@ def test_a_keylocked_deck_stays_in_phase_with_a_plain_deck():
 
 
 def test_a_keylocked_one_shot_ends_when_a_plain_one_does():
-    e = keylock_engine({100: tone(440, 1.0), 1100: tone(440, 1.0)})
+    e = keylock_engine({100: sine(440, 1.0, 0.5), 1100: sine(440, 1.0, 0.5)})
     e.set_keylock(0, True)
     for bid in (100, 1100):
         e.play(bid, rate=1.1, at=10000)
@@ -97,7 +93,7 @@ def test_a_keylocked_one_shot_ends_when_a_plain_one_does():
 
 @pytest.mark.parametrize("rate", [1.0, 1.06])
 def test_switching_keylock_while_playing_is_click_free(rate):
-    e = keylock_engine({100: tone(220, 6.0, amp=0.5)})
+    e = keylock_engine({100: sine(220, 6.0, 0.5)})
     e.play(100, rate=rate, loop=True)
     e.set_keylock(0, True, at=SR)
     e.set_keylock(0, False, at=3 * SR)
@@ -112,7 +108,7 @@ def test_switching_keylock_while_playing_is_click_free(rate):
 
 
 def test_keylock_follows_a_tempo_ramp_without_changing_pitch():
-    e = keylock_engine({100: tone(440, 8.0)})
+    e = keylock_engine({100: sine(440, 8.0, 0.5)})
     e.set_source_bpm(100, 120.0)
     e.set_keylock(0, True)
     e.play(100, loop=True)
@@ -123,7 +119,7 @@ def test_keylock_follows_a_tempo_ramp_without_changing_pitch():
 
 
 def test_keylock_off_returns_the_deck_to_the_timeline_once_silent():
-    e = keylock_engine({100: tone(440, 0.5, phase=1.0)})
+    e = keylock_engine({100: sine(440, 0.5, 0.5, phase=1.0)})
     e.set_keylock(0, True)
     e.play(100)
     render(e, SR, 512)
@@ -133,11 +129,11 @@ def test_keylock_off_returns_the_deck_to_the_timeline_once_silent():
     e.events()
     e.play(100, at=e.frame + 1000)
     out = render(e, 4000, 512)
-    assert np.flatnonzero(out[:, 0])[0] == 1000          # no lookahead shift any more
+    assert onset(out[:, 0]) == 1000          # no lookahead shift any more
 
 
 def test_keylock_without_rubber_band_is_reported_and_harmless():
-    e = loaded({100: tone(440, 1.0)})
+    e = loaded({100: sine(440, 1.0, 0.5)})
     e.close()                                           # the stretchers are gone
     e.play(100, rate=1.1, loop=True)
     e.set_keylock(0, True)
@@ -161,7 +157,7 @@ def test_a_live_tempo_change_brings_the_keylocked_deck_back_in_phase(ramp):
     e.set_tempo(132.0, ramp=ramp)                    # now, no lookahead of notice
     out = np.concatenate([first, render(e, 4 * SR, 256)])
     settled = 2 * SR + 5 * e.keylock_latency + 512
-    left, right = onsets(out[settled:, 0]), onsets(out[settled:, 1])
+    left, right = click_onsets(out[settled:, 0]), click_onsets(out[settled:, 1])
     pairs = [(r, left[np.argmin(np.abs(left - r))]) for r in right]
     assert len(pairs) >= 8
     assert max(abs(l - r) for r, l in pairs) <= SR // 1000

@@ -18,7 +18,7 @@ from stemdeck.errors import MediaError
 from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache
 from stemdeck.media.loader import MediaLoader
 
-SR = 44100
+from signals import SR, sine
 
 
 def arr(mbytes: float) -> np.ndarray:
@@ -133,9 +133,7 @@ def test_free_and_free_unused():
 # -- through the Controller --------------------------------------------------------------------------------
 
 def flac(path, seconds: float, freq: float = 440.0):
-    t = np.arange(int(seconds * SR)) / SR
-    x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    sf.write(path, np.stack([x, x], axis=1), SR, subtype="PCM_16")
+    sf.write(path, sine(freq, seconds, 0.3), SR, subtype="PCM_16")
     return str(path)
 
 
@@ -256,7 +254,8 @@ def test_a_full_cache_refuses_over_osc_and_the_playing_stems_play_on(tmp_path):
     """Live, through the production loader: three playing FLACs fill the
     budget; a fourth load gets /fail with the sizes, and the three keep
     sounding (nothing in use is evicted)."""
-    from osctools import Rig, amplitude
+    from osctools import Rig
+    from signals import amplitude
 
     paths = [flac(tmp_path / f"s{i}.flac", 3.0, 300 + 200 * i) for i in range(4)]
     with Rig(loader=None) as rig:

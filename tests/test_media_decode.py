@@ -14,49 +14,10 @@ import soundfile as sf
 from stemdeck.errors import MediaError
 from stemdeck.media import decode
 from stemdeck.media.decode import load_audio, load_audio_with_notes, probe
-
-SR = 44100
+from signals import SR, amplitude, peak_hz, residual_db, stereo, wave
 
 
 # -- helpers ------------------------------------------------------------------------
-
-def tone(freq, sr, seconds=1.0, amp=0.5, phase=0.0):
-    t = np.arange(int(round(seconds * sr))) / sr
-    return amp * np.sin(2 * np.pi * freq * t + phase)
-
-
-def stereo(left, right):
-    return np.ascontiguousarray(np.stack([left, right], axis=1))
-
-
-def amplitude_at(x, freq, sr):
-    """Amplitude of the ``freq`` component (least squares on sin/cos); exact for
-    components with a whole number of cycles in the window."""
-    t = np.arange(len(x)) / sr
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, x.astype(np.float64), rcond=None)
-    return float(np.hypot(*coef))
-
-
-def peak_frequency(x, sr):
-    """Frequency of the strongest component: Hann window, parabolic interpolation
-    on the log magnitude (accurate to a few hundredths of a bin)."""
-    x = np.asarray(x, dtype=np.float64)
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    k = int(np.argmax(spec[1:-1])) + 1
-    a, b, c = np.log(spec[k - 1:k + 2] + 1e-300)
-    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * sr / len(x)
-
-
-def residual_db(x, freq, sr):
-    """Everything that is not the ``freq`` sine, relative to it, in dB."""
-    x = np.asarray(x, dtype=np.float64)
-    t = np.arange(len(x)) / sr
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
-    fit = basis @ coef
-    return 20 * math.log10(np.sqrt(np.mean((x - fit) ** 2)) / np.sqrt(np.mean(fit ** 2)))
-
 
 def check_shape(audio, frames=None):
     assert audio.dtype == np.float32
@@ -91,7 +52,7 @@ def refusal(path, sample_rate=SR) -> str:
     ("FLAC", "PCM_24", 1.0 / 2 ** 23),
 ])
 def test_lossless_formats_decode_to_the_written_samples(tmp_path, fmt, subtype, tol):
-    data = stereo(tone(440, SR, amp=0.7), tone(660, SR, amp=0.3))
+    data = stereo(wave(440, 1.0, 0.7), wave(660, 1.0, 0.3))
     path = tmp_path / f"x.{fmt.lower()}"
     sf.write(path, data, SR, format=fmt, subtype=subtype)
     audio = load_audio(path, SR)
@@ -99,8 +60,8 @@ def test_lossless_formats_decode_to_the_written_samples(tmp_path, fmt, subtype, 
     # quantisation to the stored format, nothing more (float32 adds ~6e-8)
     assert np.max(np.abs(audio - data)) <= tol + 1e-7
     # left is the left channel
-    assert peak_frequency(audio[:, 0], SR) == pytest.approx(440, abs=0.05)
-    assert peak_frequency(audio[:, 1], SR) == pytest.approx(660, abs=0.05)
+    assert peak_hz(audio[:, 0]) == pytest.approx(440, abs=0.05)
+    assert peak_hz(audio[:, 1]) == pytest.approx(660, abs=0.05)
 
 
 def test_integer_pcm_full_scale_mapping(tmp_path):
@@ -123,23 +84,23 @@ def test_ogg(tmp_path, fmt, subtype):
     if subtype not in sf.available_subtypes("OGG"):
         pytest.skip(f"libsndfile has no {subtype}")
     rate = 48000 if subtype == "OPUS" else SR   # Opus only runs at 48 kHz (and below)
-    data = stereo(tone(440, rate, seconds=2, amp=0.5), tone(660, rate, seconds=2, amp=0.25))
+    data = stereo(wave(440, 2, 0.5, sr=rate), wave(660, 2, 0.25, sr=rate))
     path = tmp_path / "x.ogg"
     sf.write(path, data, rate, format=fmt, subtype=subtype)
     audio = load_audio(path, SR)
     check_shape(audio)
     assert abs(audio.shape[0] - 2 * SR) <= 2 * SR * 0.01
     mid = audio[SR // 4: SR // 4 + SR]  # 1 s away from codec start-up
-    assert peak_frequency(mid[:, 0], SR) == pytest.approx(440, abs=0.1)
-    assert peak_frequency(mid[:, 1], SR) == pytest.approx(660, abs=0.1)
-    assert amplitude_at(mid[:, 0], 440, SR) == pytest.approx(0.5, rel=0.06)
-    assert amplitude_at(mid[:, 1], 660, SR) == pytest.approx(0.25, rel=0.06)
+    assert peak_hz(mid[:, 0]) == pytest.approx(440, abs=0.1)
+    assert peak_hz(mid[:, 1]) == pytest.approx(660, abs=0.1)
+    assert amplitude(mid[:, 0], 440) == pytest.approx(0.5, rel=0.06)
+    assert amplitude(mid[:, 1], 660) == pytest.approx(0.25, rel=0.06)
 
 
 def test_mp3(tmp_path):
     if "MP3" not in sf.available_formats():
         pytest.skip("libsndfile without MP3")
-    data = stereo(tone(440, SR, seconds=2, amp=0.5), tone(660, SR, seconds=2, amp=0.25))
+    data = stereo(wave(440, 2, 0.5), wave(660, 2, 0.25))
     path = tmp_path / "x.mp3"
     try:
         sf.write(path, data, SR, format="MP3", subtype="MPEG_LAYER_III")
@@ -148,14 +109,14 @@ def test_mp3(tmp_path):
     audio = load_audio(path, SR)
     check_shape(audio)
     mid = audio[SR // 2: SR // 2 + SR]
-    assert peak_frequency(mid[:, 0], SR) == pytest.approx(440, abs=0.1)
-    assert peak_frequency(mid[:, 1], SR) == pytest.approx(660, abs=0.1)
-    assert amplitude_at(mid[:, 0], 440, SR) == pytest.approx(0.5, rel=0.06)
+    assert peak_hz(mid[:, 0]) == pytest.approx(440, abs=0.1)
+    assert peak_hz(mid[:, 1]) == pytest.approx(660, abs=0.1)
+    assert amplitude(mid[:, 0], 440) == pytest.approx(0.5, rel=0.06)
 
 
 def test_probe_reports_the_file(tmp_path):
     path = tmp_path / "p.flac"
-    sf.write(path, stereo(tone(100, 48000), tone(100, 48000)), 48000, subtype="PCM_24")
+    sf.write(path, stereo(wave(100, 1.0, 0.5, sr=48000)), 48000, subtype="PCM_24")
     info = probe(path)
     assert (info.samplerate, info.channels, info.frames) == (48000, 2, 48000)
     assert (info.format, info.subtype) == ("FLAC", "PCM_24")
@@ -164,7 +125,7 @@ def test_probe_reports_the_file(tmp_path):
 # -- channel conversions ----------------------------------------------------------------------
 
 def test_mono_plays_on_both_channels_at_the_same_level(tmp_path):
-    mono = tone(1000, SR, amp=0.6)
+    mono = wave(1000, 1.0, 0.6)
     path = tmp_path / "mono.wav"
     sf.write(path, mono, SR, subtype="FLOAT")
     audio, notes = load_audio_with_notes(path, SR)
@@ -177,7 +138,7 @@ def test_mono_plays_on_both_channels_at_the_same_level(tmp_path):
 def test_six_channels_downmix_itu_with_a_note(tmp_path):
     # WAV 5.1 order: L R C LFE Ls Rs, one frequency per channel
     freqs = [200, 300, 500, 70, 1100, 1300]
-    data = np.stack([tone(f, SR, amp=0.1) for f in freqs], axis=1)
+    data = np.stack([wave(f, 1.0, 0.1) for f in freqs], axis=1)
     path = tmp_path / "six.wav"
     sf.write(path, data, SR, subtype="FLOAT")
     audio, notes = load_audio_with_notes(path, SR)
@@ -186,8 +147,8 @@ def test_six_channels_downmix_itu_with_a_note(tmp_path):
     expected = {200: (0.1, 0), 300: (0, 0.1), 500: (0.1 * c, 0.1 * c), 70: (0, 0),
                 1100: (0.1 * c, 0), 1300: (0, 0.1 * c)}
     for f, (el, er) in expected.items():
-        assert amplitude_at(audio[:, 0], f, SR) == pytest.approx(el, abs=1e-5), f
-        assert amplitude_at(audio[:, 1], f, SR) == pytest.approx(er, abs=1e-5), f
+        assert amplitude(audio[:, 0], f) == pytest.approx(el, abs=1e-5), f
+        assert amplitude(audio[:, 1], f) == pytest.approx(er, abs=1e-5), f
     assert len(notes) == 1
     assert "downmixed 6 channels" in notes[0] and "LFE dropped" in notes[0]
     assert "six.wav" in notes[0]
@@ -195,11 +156,11 @@ def test_six_channels_downmix_itu_with_a_note(tmp_path):
 
 def test_extensible_channel_mask_decides_the_layout(tmp_path):
     # three channels flagged FL FR LFE: the third is the LFE (dropped), not a centre
-    data = np.stack([tone(f, SR, amp=0.2) for f in (200, 300, 500)], axis=1)
+    data = np.stack([wave(f, 1.0, 0.2) for f in (200, 300, 500)], axis=1)
     path = tmp_path / "lfe.wav"
     sf.write(path, data, SR, format="WAV", subtype="FLOAT")
     plain = load_audio(path, SR)
-    assert amplitude_at(plain[:, 0], 500, SR) == pytest.approx(0.2 / math.sqrt(2), abs=1e-5)
+    assert amplitude(plain[:, 0], 500) == pytest.approx(0.2 / math.sqrt(2), abs=1e-5)
     path_x = tmp_path / "lfe_x.wav"
     sf.write(path_x, data, SR, format="WAVEX", subtype="FLOAT")
     raw = bytearray(path_x.read_bytes())
@@ -208,15 +169,15 @@ def test_extensible_channel_mask_decides_the_layout(tmp_path):
     raw[mask_at:mask_at + 4] = struct.pack("<I", 0x1 | 0x2 | 0x8)
     path_x.write_bytes(raw)
     audio, notes = load_audio_with_notes(path_x, SR)
-    assert amplitude_at(audio[:, 0], 200, SR) == pytest.approx(0.2, abs=1e-5)
-    assert amplitude_at(audio[:, 1], 300, SR) == pytest.approx(0.2, abs=1e-5)
-    assert amplitude_at(audio[:, 0], 500, SR) < 1e-6
-    assert amplitude_at(audio[:, 1], 500, SR) < 1e-6
+    assert amplitude(audio[:, 0], 200) == pytest.approx(0.2, abs=1e-5)
+    assert amplitude(audio[:, 1], 300) == pytest.approx(0.2, abs=1e-5)
+    assert amplitude(audio[:, 0], 500) < 1e-6
+    assert amplitude(audio[:, 1], 500) < 1e-6
     assert "FL FR LFE" in notes[0]
 
 
 def test_loud_downmix_is_lowered_not_clipped(tmp_path):
-    same = tone(440, SR, amp=0.9)
+    same = wave(440, 1.0, 0.9)
     data = np.stack([same] * 6, axis=1)          # L + C + Ls at 0.9 each: 2.17 peak
     path = tmp_path / "loud.wav"
     sf.write(path, data, SR, subtype="PCM_24")
@@ -227,14 +188,14 @@ def test_loud_downmix_is_lowered_not_clipped(tmp_path):
 
 
 def test_many_channels_without_a_known_layout(tmp_path):
-    data = np.stack([tone(100 * (i + 1), SR, amp=0.1) for i in range(10)], axis=1)
+    data = np.stack([wave(100 * (i + 1), 1.0, 0.1) for i in range(10)], axis=1)
     path = tmp_path / "ten.wav"
     sf.write(path, data, SR, subtype="FLOAT")
     audio, notes = load_audio_with_notes(path, SR)
     check_shape(audio, SR)
-    assert amplitude_at(audio[:, 0], 100, SR) == pytest.approx(0.02, abs=1e-5)   # 1 of 5 on the left
-    assert amplitude_at(audio[:, 1], 100, SR) < 1e-6
-    assert amplitude_at(audio[:, 1], 200, SR) == pytest.approx(0.02, abs=1e-5)
+    assert amplitude(audio[:, 0], 100) == pytest.approx(0.02, abs=1e-5)   # 1 of 5 on the left
+    assert amplitude(audio[:, 1], 100) < 1e-6
+    assert amplitude(audio[:, 1], 200) == pytest.approx(0.02, abs=1e-5)
     assert "unknown layout" in notes[0]
 
 
@@ -242,7 +203,7 @@ def test_many_channels_without_a_known_layout(tmp_path):
 
 def test_48k_resampled_to_44k1_keeps_pitch_level_and_purity(tmp_path):
     src = 48000
-    data = stereo(tone(1000, src, seconds=2, amp=0.5), tone(3000, src, seconds=2, amp=0.25))
+    data = stereo(wave(1000, 2, 0.5, sr=src), wave(3000, 2, 0.25, sr=src))
     path = tmp_path / "48k.wav"
     sf.write(path, data, src, subtype="FLOAT")
     audio, notes = load_audio_with_notes(path, SR)
@@ -250,18 +211,18 @@ def test_48k_resampled_to_44k1_keeps_pitch_level_and_purity(tmp_path):
     assert notes == []
     assert abs(audio.shape[0] - 2 * SR) <= 1
     mid = audio[SR // 4: SR // 4 + SR]       # away from the filter's edges
-    assert peak_frequency(mid[:, 0], SR) == pytest.approx(1000, abs=0.05)
-    assert peak_frequency(mid[:, 1], SR) == pytest.approx(3000, abs=0.05)
-    assert amplitude_at(mid[:, 0], 1000, SR) == pytest.approx(0.5, rel=1e-3)
-    assert amplitude_at(mid[:, 1], 3000, SR) == pytest.approx(0.25, rel=1e-3)
+    assert peak_hz(mid[:, 0]) == pytest.approx(1000, abs=0.05)
+    assert peak_hz(mid[:, 1]) == pytest.approx(3000, abs=0.05)
+    assert amplitude(mid[:, 0], 1000) == pytest.approx(0.5, rel=1e-3)
+    assert amplitude(mid[:, 1], 3000) == pytest.approx(0.25, rel=1e-3)
     # a high-quality resampler: linear interpolation leaves -64 dB (1 kHz) and -45 dB (3 kHz) here
-    assert residual_db(mid[:, 0], 1000, SR) < -100
-    assert residual_db(mid[:, 1], 3000, SR) < -100
+    assert residual_db(mid[:, 0], 1000) < -100
+    assert residual_db(mid[:, 1], 3000) < -100
 
 
 def test_content_above_the_new_nyquist_is_removed(tmp_path):
     src = 48000
-    data = stereo(tone(23000, src, amp=0.5), tone(23000, src, amp=0.5))
+    data = stereo(wave(23000, 1.0, 0.5, sr=src))
     path = tmp_path / "ultrasonic.wav"
     sf.write(path, data, src, subtype="FLOAT")
     audio = load_audio(path, SR)
@@ -271,17 +232,17 @@ def test_content_above_the_new_nyquist_is_removed(tmp_path):
 
 def test_22k05_upsampled_without_images(tmp_path):
     src = 22050
-    mono = tone(5000, src, seconds=2, amp=0.5)
+    mono = wave(5000, 2, 0.5, sr=src)
     path = tmp_path / "22k.wav"
     sf.write(path, mono, src, subtype="FLOAT")
     audio = load_audio(path, SR)
     check_shape(audio, 4 * src)
     mid = audio[SR // 4: SR // 4 + SR, 0].astype(np.float64)
-    assert peak_frequency(mid, SR) == pytest.approx(5000, abs=0.05)
-    assert amplitude_at(mid, 5000, SR) == pytest.approx(0.5, rel=1e-3)
+    assert peak_hz(mid) == pytest.approx(5000, abs=0.05)
+    assert amplitude(mid, 5000) == pytest.approx(0.5, rel=1e-3)
     # the image at 22050 - 5000 = 17050 Hz is gone
-    assert amplitude_at(mid, 17050, SR) < 0.5 * 10 ** (-100 / 20)
-    assert residual_db(mid, 5000, SR) < -100
+    assert amplitude(mid, 17050) < 0.5 * 10 ** (-100 / 20)
+    assert residual_db(mid, 5000) < -100
 
 
 def test_blockwise_decode_equals_one_shot(tmp_path):
@@ -313,7 +274,7 @@ def test_sample_rate_argument_is_checked(tmp_path):
 # -- repairs and notes --------------------------------------------------------------------------
 
 def test_nan_and_huge_float_samples_are_repaired_with_a_note(tmp_path):
-    data = stereo(tone(440, SR, amp=0.5), tone(440, SR, amp=0.5)).astype(np.float32)
+    data = stereo(wave(440, 1.0, 0.5)).astype(np.float32)
     data[100, 0] = np.nan
     data[200, 1] = np.inf
     data[300, 0] = 1e30
@@ -329,7 +290,7 @@ def test_nan_and_huge_float_samples_are_repaired_with_a_note(tmp_path):
 
 def test_wav_shorter_than_its_header_plays_with_a_note(tmp_path):
     path = tmp_path / "cut.wav"
-    sf.write(path, stereo(tone(440, SR), tone(440, SR)), SR, subtype="PCM_16")
+    sf.write(path, stereo(wave(440, 1.0, 0.5)), SR, subtype="PCM_16")
     raw = path.read_bytes()
     path.write_bytes(raw[:44 + 4 * 1000])    # 1000 of 44100 frames
     audio, notes = load_audio_with_notes(path, SR)
@@ -411,7 +372,7 @@ def test_other_non_audio_files(tmp_path, name, content, words):
 
 def wav_bytes(tmp_path, subtype="PCM_16", frames=4410):
     path = tmp_path / "src.wav"
-    sf.write(path, stereo(tone(440, SR, frames / SR), tone(440, SR, frames / SR)), SR, subtype=subtype)
+    sf.write(path, stereo(wave(440, frames / SR, 0.5)), SR, subtype=subtype)
     return path.read_bytes()
 
 
@@ -483,7 +444,7 @@ def test_zero_frames_because_truncated(tmp_path):
 
 def test_corrupt_data_further_in(tmp_path):
     src = tmp_path / "src.flac"
-    sf.write(src, stereo(tone(440, SR, 3.0), tone(440, SR, 3.0)), SR, subtype="PCM_16")
+    sf.write(src, stereo(wave(440, 3.0, 0.5)), SR, subtype="PCM_16")
     raw = src.read_bytes()
     path = tmp_path / "half.flac"
     path.write_bytes(raw[:len(raw) // 2])

@@ -23,7 +23,7 @@ from stemdeck.media import mapped
 from stemdeck.media.decode import load_audio
 from stemdeck.media.loader import MediaLoader
 
-SR = 44100
+from signals import SR, peak_hz, rms, stereo, wave
 SKIP = 512            # the 5 ms declick fades at a one-shot's start and end are over by then
 BODY = slice(SKIP, -SKIP)
 
@@ -31,8 +31,7 @@ BODY = slice(SKIP, -SKIP)
 def signal(frames: int, channels: int = 2, amp: float = 0.4, seed: int = 0) -> np.ndarray:
     """Noise plus a different tone per channel: any channel swap, shift or scale shows."""
     rng = np.random.default_rng(seed)
-    t = np.arange(frames) / SR
-    cols = [amp * 0.5 * np.sin(2 * np.pi * (330.0 * (c + 1)) * t) + amp * 0.5 * rng.uniform(-1, 1, frames)
+    cols = [wave(330.0 * (c + 1), frames / SR, amp * 0.5) + amp * 0.5 * rng.uniform(-1, 1, frames)
             for c in range(channels)]
     return np.stack(cols, axis=1).astype(np.float64)
 
@@ -130,9 +129,7 @@ def test_memory_size_is_the_stored_size(tmp_path):
 def test_lossy_formats_decode_and_play(tmp_path):
     from stemdeck.media.decode import _libsndfile_can
 
-    frames = SR
-    t = np.arange(frames) / SR
-    tone = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 880 * t)], axis=1)
+    tone = stereo(wave(440, 1.0, 0.5), wave(880, 1.0, 0.25))
     formats = [("OGG", "VORBIS", "ogg")]
     if _libsndfile_can()["MP3"]:
         formats.append(("MP3", "MPEG_LAYER_III", "mp3"))
@@ -143,10 +140,8 @@ def test_lossy_formats_decode_and_play(tmp_path):
         assert kind == "decoded"
         out = play(data)[SR // 4: 3 * SR // 4]
         for ch, (freq, amp) in enumerate(((440, 0.5), (880, 0.25))):
-            spec = np.abs(np.fft.rfft(out[:, ch] * np.hanning(len(out))))
-            assert np.argmax(spec) * SR / len(out) == pytest.approx(freq, abs=3)
-            rms = np.sqrt(np.mean(out[:, ch].astype(np.float64) ** 2))
-            assert rms == pytest.approx(amp / math.sqrt(2), rel=0.1)
+            assert peak_hz(out[:, ch]) == pytest.approx(freq, abs=3)
+            assert rms(out[:, ch]) == pytest.approx(amp / math.sqrt(2), rel=0.1)
 
 
 # -- conversions ------------------------------------------------------------------------------------
@@ -184,10 +179,8 @@ def test_multichannel_is_downmixed_with_centre_at_minus_3_db(tmp_path):
 @pytest.mark.parametrize("file_rate", [48000, 22050, 96000])
 def test_other_rates_are_resampled_keeping_pitch_level_and_length(tmp_path, file_rate):
     seconds = 1.0
-    t = np.arange(int(seconds * file_rate)) / file_rate
-    x = 0.5 * np.sin(2 * np.pi * 1000.0 * t)
     path = tmp_path / f"r{file_rate}.wav"
-    sf.write(path, np.stack([x, x], axis=1), file_rate, subtype="PCM_16")
+    sf.write(path, stereo(wave(1000.0, seconds, 0.5, sr=file_rate)), file_rate, subtype="PCM_16")
     data, kind = load(path)
     assert kind == "decoded"
     assert abs(data.shape[0] - seconds * SR) <= 2

@@ -10,7 +10,6 @@ import io
 import os
 import threading
 
-import numpy as np
 import pytest
 import soundfile as sf
 
@@ -20,14 +19,12 @@ from stemdeck.media import decode
 from stemdeck.media.loader import MediaLoader
 from stemdeck.media.preload import Item, add_arguments, read_sources, start_preload
 
-SR = 44100
+from signals import SR, sine
 
 
 def audio(path, seconds=0.25, fmt=None, freq=440.0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    t = np.arange(int(seconds * SR)) / SR
-    x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    sf.write(path, np.stack([x, x], axis=1), SR, format=fmt)
+    sf.write(path, sine(freq, seconds, 0.3), SR, format=fmt)
     return str(path)
 
 

@@ -28,7 +28,7 @@ from stemdeck.engine import layout as L
 from stemdeck.media.loader import MediaLoader
 from stemdeck.media.readahead import drop_page_cache, resident_fraction
 
-SR = 44100
+from signals import SR, sine
 
 
 def pcm16(path, seconds, seed=0):
@@ -167,9 +167,7 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
 
     block = 256
     flac = tmp_path / "long.flac"
-    t = np.arange(60 * SR) / SR
-    x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    sf.write(flac, np.stack([x, x], axis=1), SR)
+    sf.write(flac, sine(220, 60.0, 0.2), SR)
     wav = pcm16(tmp_path / "big.wav", 560)
     drop_page_cache(wav)
 

@@ -20,17 +20,11 @@ from stemdeck.control.handlers import Controller, RecordingEngine
 from stemdeck.engine import Engine
 from stemdeck.media.loader import MediaLoader
 
-SR = 44100
-
-
-def tone(seconds=1.0, freq=440.0, amp=0.5):
-    t = np.arange(int(seconds * SR)) / SR
-    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return np.stack([x, x], axis=1)
+from signals import SR, sine
 
 
 def wav(path, seconds=0.5, **kw):
-    sf.write(path, tone(seconds), SR, **kw)
+    sf.write(path, sine(440.0, seconds, 0.5), SR, **kw)
     return str(path)
 
 

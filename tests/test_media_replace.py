@@ -13,16 +13,14 @@ from stemdeck.control.handlers import Controller
 from stemdeck.engine import Engine
 from stemdeck.media.loader import MediaLoader
 
-SR = 44100
+from signals import SR, stereo, wave
 VOLUME = 0.8
 FREQ = 440.0
 AMP = 0.5
 
 
 def sine(path, seconds, phase=0.0, **kw):
-    t = np.arange(int(seconds * SR)) / SR
-    x = AMP * np.sin(2 * np.pi * FREQ * t + phase)
-    sf.write(path, np.stack([x, x], axis=1), SR, **kw)
+    sf.write(path, stereo(wave(FREQ, seconds, AMP, phase=phase)), SR, **kw)
     return str(path), sf.read(path, dtype="float64")[0]
 
 

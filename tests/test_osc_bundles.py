@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from osctools import SR, Rig, bundle_bytes, dc, message_bytes, mono_of_ntp, ntp_in, onset, write_wav
+from osctools import SR, Rig, bundle_bytes, message_bytes, mono_of_ntp, ntp_in, write_wav
+from signals import dc, onset
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import server as osc_server
 

@@ -32,7 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 
-from osctools import Rig, dc, write_wav
+from osctools import Rig, write_wav
+from signals import dc
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 

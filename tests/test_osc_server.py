@@ -21,8 +21,8 @@ import time
 import numpy as np
 import pytest
 
-from osctools import (SR, Client, Rig, amplitude, dc, message_bytes, ntp_in, onset,
-                      sine, write_wav)
+from osctools import SR, Client, Rig, message_bytes, ntp_in, write_wav
+from signals import amplitude, dc, onset, sine
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 from stemdeck.control.handlers import ThreadedLoader, decode

@@ -16,12 +16,11 @@ import time
 import pytest
 import soundfile as sf
 
-from osctools import Client, message_bytes, sine
+from osctools import Client, message_bytes
 from serveproc import free_port, start_serve
+from signals import SR, sine
 from stemdeck import config
 from stemdeck.errors import UsageError
-
-SR = 44100
 
 
 def _own_address() -> str | None:

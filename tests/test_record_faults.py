@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from osctools import Client, sine
+from osctools import Client
 from serveproc import free_port, start_serve
-
-SR = 44100
+from signals import SR, sine
 
 
 @pytest.fixture

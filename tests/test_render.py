@@ -11,15 +11,12 @@ import soundfile as sf
 from stemdeck.cli import main
 from stemdeck.errors import ScoreError, UsageError
 from stemdeck.tools.render import render_score
-
-SR = 44100
+from signals import SR, amplitude, db, strongest, wave
 
 
 @pytest.fixture
 def media(tmp_path):
     """Generated stems: DC levels, sines, a two-tone mix."""
-    t = np.arange(3 * SR) / SR
-
     def put(name, mono, seconds=3.0):
         n = round(seconds * SR)
         data = np.repeat(np.asarray(mono, np.float32)[:n, None], 2, axis=1)
@@ -29,10 +26,10 @@ def media(tmp_path):
     put("pos.wav", np.full(3 * SR, 0.25))
     put("neg.wav", np.full(3 * SR, -0.25))
     put("one_second.wav", np.full(3 * SR, 0.5), seconds=1.0)
-    put("sine1k.wav", 0.3 * np.sin(2 * np.pi * 1000 * t))
-    put("sine3k.wav", 0.3 * np.sin(2 * np.pi * 3000 * t))
-    put("sine441.wav", 0.3 * np.sin(2 * np.pi * 441 * t))
-    put("low_high.wav", 0.2 * np.sin(2 * np.pi * 60 * t) + 0.2 * np.sin(2 * np.pi * 5000 * t))
+    put("sine1k.wav", wave(1000, 3.0, 0.3))
+    put("sine3k.wav", wave(3000, 3.0, 0.3))
+    put("sine441.wav", wave(441, 3.0, 0.3))
+    put("low_high.wav", wave(60, 3.0, 0.2) + wave(5000, 3.0, 0.2))
     return tmp_path
 
 
@@ -46,15 +43,9 @@ def render(folder, text, name="set.score", out="out.wav", **kw):
     return data, info
 
 
-def amplitude(x, freq, t0, t1):
-    """Amplitude of ``freq`` in channel 0 between t0 and t1 seconds (a whole number of cycles)."""
-    seg = x[round(t0 * SR):round(t1 * SR), 0].astype(np.float64)
-    n = np.arange(len(seg))
-    return 2 * abs(np.mean(seg * np.exp(-2j * np.pi * freq * n / SR)))
-
-
-def db(ratio):
-    return 20 * np.log10(ratio)
+def between(x, t0, t1):
+    """Channel 0 of ``x`` from ``t0`` to ``t1`` seconds."""
+    return x[round(t0 * SR):round(t1 * SR), 0]
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -102,38 +93,35 @@ def test_crossfade_levels_change_deck_levels(media):
     x, _ = render(media, "0 /load_buffer 100 sine1k.wav\n0 /load_buffer 1100 sine3k.wav\n"
                          "0 /play_stem 100 1 1 0\n0 /play_stem 1100 1 1 0\n"
                          "1.0 /crossfade_levels 0.5 0\n2.0 /crossfade_levels 0 1\n")
-    before_a, before_b = amplitude(x, 1000, 0.5, 0.9), amplitude(x, 3000, 0.5, 0.9)
+    before_a, before_b = amplitude(between(x, 0.5, 0.9), 1000), amplitude(between(x, 0.5, 0.9), 3000)
     assert before_a == pytest.approx(0.3, rel=1e-3) and before_b == pytest.approx(0.3, rel=1e-3)
-    assert amplitude(x, 1000, 1.2, 1.6) / before_a == pytest.approx(0.5, rel=1e-3)
-    assert amplitude(x, 3000, 1.2, 1.6) < 1e-6
-    assert amplitude(x, 1000, 2.2, 2.6) < 1e-6
-    assert amplitude(x, 3000, 2.2, 2.6) == pytest.approx(0.3, rel=1e-3)
+    assert amplitude(between(x, 1.2, 1.6), 1000) / before_a == pytest.approx(0.5, rel=1e-3)
+    assert amplitude(between(x, 1.2, 1.6), 3000) < 1e-6
+    assert amplitude(between(x, 2.2, 2.6), 1000) < 1e-6
+    assert amplitude(between(x, 2.2, 2.6), 3000) == pytest.approx(0.3, rel=1e-3)
 
 
 def test_deck_eq_changes_band_levels(media):
     x, _ = render(media, "0 /load_buffer 100 low_high.wav\n0 /play_stem 100 1 1 0\n"
                          "1.0 /deck_eq A low 0\n"
                          "2.0 /deck_eq A low 25\n2.0 /deck_eq A high 100\n")
-    low0, high0 = amplitude(x, 60, 0.5, 0.9), amplitude(x, 5000, 0.5, 0.9)
+    low0, high0 = amplitude(between(x, 0.5, 0.9), 60), amplitude(between(x, 0.5, 0.9), 5000)
     assert db(low0 / 0.2) == pytest.approx(0, abs=0.5) and db(high0 / 0.2) == pytest.approx(0, abs=0.5)
-    assert db(amplitude(x, 60, 1.3, 1.9) / low0) < -30                # killed
-    assert db(amplitude(x, 5000, 1.3, 1.9) / high0) == pytest.approx(0, abs=0.5)
-    assert db(amplitude(x, 60, 2.3, 2.9) / low0) == pytest.approx(-12, abs=1)    # 25 % = -12 dB
-    assert db(amplitude(x, 5000, 2.3, 2.9) / high0) == pytest.approx(6, abs=0.5)  # 100 % = +6 dB
+    assert db(amplitude(between(x, 1.3, 1.9), 60) / low0) < -30                # killed
+    assert db(amplitude(between(x, 1.3, 1.9), 5000) / high0) == pytest.approx(0, abs=0.5)
+    assert db(amplitude(between(x, 2.3, 2.9), 60) / low0) == pytest.approx(-12, abs=1)    # 25 % = -12 dB
+    assert db(amplitude(between(x, 2.3, 2.9), 5000) / high0) == pytest.approx(6, abs=0.5)  # 100 % = +6 dB
 
 
 def test_stems_follow_the_tempo(media):
     x, _ = render(media, "0 /load_buffer 100 sine441.wav\n0 /play_stem 100 1 1 0\n"
                          "0 /set_tempo 126\n", duration=1.0)
-    freqs = np.arange(455, 470, 0.05)
-    amps = [amplitude(x, f, 0.2, 0.9) for f in freqs]
-    assert freqs[int(np.argmax(amps))] == pytest.approx(441 * 126 / 120, abs=0.5)
+    assert strongest(between(x, 0.2, 0.9), np.arange(455, 470, 0.05)) == pytest.approx(441 * 126 / 120, abs=0.5)
 
 
 def peak_frequency(path, lo, hi, t0=0.3, t1=0.9):
     x, _ = sf.read(path, dtype="float32")
-    freqs = np.arange(lo, hi, 0.1)
-    return freqs[int(np.argmax([amplitude(x, f, t0, t1) for f in freqs]))]
+    return strongest(between(x, t0, t1), np.arange(lo, hi, 0.1))
 
 
 def test_tempo_settings_come_from_the_command_line_as_for_serve(media, capsys):
@@ -157,7 +145,7 @@ def test_tempo_settings_come_from_the_command_line_as_for_serve(media, capsys):
 
 def test_test_tone(media):
     x, info = render(media, "0 /test_tone 1000 0.5\n")
-    assert amplitude(x, 1000, 0.1, 0.4) == pytest.approx(0.25, rel=1e-3)
+    assert amplitude(between(x, 0.1, 0.4), 1000) == pytest.approx(0.25, rel=1e-3)
     assert info["frames"] == round(0.75 * SR)
     assert np.max(np.abs(x[round(0.51 * SR):])) < 1e-6
 
@@ -228,9 +216,7 @@ def test_48k(media):
     x, info = render(media, "0 /load_buffer 100 sine1k.wav\n0 /play_stem 100 1 1 0\n",
                      duration=0.5, sample_rate=48000)
     assert info["frames"] == 24000
-    seg = x[4800:24000, 0].astype(np.float64)
-    n = np.arange(len(seg))
-    assert 2 * abs(np.mean(seg * np.exp(-2j * np.pi * 1000 * n / 48000))) == pytest.approx(0.3, rel=1e-3)
+    assert amplitude(x[4800:24000, 0], 1000, sr=48000) == pytest.approx(0.3, rel=1e-3)
 
 
 # -- errors and the command line -----------------------------------------------------------------------

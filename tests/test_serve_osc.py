@@ -12,6 +12,7 @@ import soundfile as sf
 
 from osctools import Client
 from serveproc import free_port, start_serve
+from signals import stereo, wave
 
 
 @pytest.fixture
@@ -31,8 +32,7 @@ def served(tmp_path):
 def test_serve_answers_osc_plays_and_quits(served, tmp_path):
     proc, client, rec, startup = served
     assert "OSC" in startup
-    t = np.arange(44100) / 44100
-    sf.write(tmp_path / "tone.wav", np.stack([0.4 * np.sin(2 * np.pi * 330 * t)] * 2, 1), 44100)
+    sf.write(tmp_path / "tone.wav", stereo(wave(330, 1.0, 0.4)), 44100)
 
     client.send("/load_buffer", 100, str(tmp_path / "tone.wav"), "tone")
     assert client.expect("/done", first="/load_buffer") == ["/load_buffer", 100]
@@ -75,8 +75,7 @@ def test_serve_refuses_a_missing_preload_folder_with_status_2(tmp_path):
 def test_serve_preloads_a_folder_and_loads_from_it(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    t = np.arange(22050) / 44100
-    sf.write(media / "a.wav", np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, 1), 44100, subtype="PCM_16")
+    sf.write(media / "a.wav", stereo(wave(220, 0.5, 0.3)), 44100, subtype="PCM_16")
     port = free_port()
     proc, _ = start_serve(["--backend", "null", "--port", str(port), "--preload", str(media)], cwd=tmp_path)
     try:

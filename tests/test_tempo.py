@@ -21,7 +21,7 @@ from stemdeck.control.handlers import Controller
 from stemdeck.control.tempo import ClockReporter, ClockState, TempoMap, engine_clock
 from stemdeck.engine import commands as C
 from stemdeck.engine.engine import Engine
-from enginetools import SR, peak_hz, tone
+from signals import SR, dc, onset, peak_hz, sine
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -67,14 +67,6 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path):
     return Rig(tmp_path)
-
-
-def dc(seconds: float, level: float = 0.5) -> np.ndarray:
-    return np.full((int(seconds * SR), 2), level, np.float32)
-
-
-def first_sound(out: np.ndarray, offset: int = 0) -> int:
-    return offset + int(np.flatnonzero(out[:, 0])[0])
 
 
 # -- the map itself --------------------------------------------------------------------------------
@@ -202,16 +194,16 @@ CASES = [
 
 @pytest.mark.parametrize("setup,own,at,expect", CASES)
 def test_quantised_play_stem_lands_on_the_beat_frame(rig, setup, own, at, expect):
-    rig.load(100, "dc.wav", dc(1.0))
+    rig.load(100, "dc.wav", dc(0.5, 1.0))
     for address, *args in setup:
         rig.send(address, *args, at=12345 if address == "/reset" else 0)
     rig.send("/play_stem", 100, 1.0, 1.0, 0, 0.0, *own, at=at)
     out = rig.render(5 * SR)
-    assert first_sound(out) == expect
+    assert onset(out[:, 0]) == expect
 
 
 def test_quantised_start_during_a_ramp_is_where_the_engine_counts_the_beat(rig):
-    rig.load(100, "dc.wav", dc(1.0))
+    rig.load(100, "dc.wav", dc(0.5, 1.0))
     rig.send("/set_tempo", 150, 3.0, at=5000)        # a 3 s ramp 120 -> 150
     rig.send("/quantize", 1)
     rig.send("/play_stem", 100, 1.0, 1.0, 0, at=50000)
@@ -230,30 +222,30 @@ def test_quantised_start_during_a_ramp_is_where_the_engine_counts_the_beat(rig):
 
 def test_quantised_start_before_the_engine_clock_uses_a_lookahead(tmp_path):
     rig = Rig(tmp_path, lookahead=256)
-    rig.load(100, "dc.wav", dc(1.0))
+    rig.load(100, "dc.wav", dc(0.5, 1.0))
     rig.send("/quantize", 1)
     rig.render_to(22000)                             # 22050 is too close for a command posted now
     rig.send("/play_stem", 100, 1.0, 1.0, 0)
     out = rig.render(2 * SR)
-    assert first_sound(out, 22000) == 44100
+    assert 22000 + onset(out[:, 0]) == 44100
 
 
 def test_cue_and_start_group_start_together_on_the_coarsest_grid(rig):
-    a, b = rig.file("a.wav", dc(2.0, 0.25)), rig.file("b.wav", dc(2.0, 0.5))
+    a, b = rig.file("a.wav", dc(0.25, 2.0)), rig.file("b.wav", dc(0.5, 2.0))
     rig.send("/quantize", 1)
     rig.send("/cue", "A", a, 0.0, 2, at=0)           # deck A asks for 2 beats, B for a bar
     rig.send("/cue", "B", b, 0.0, "bar", at=0)
     rig.send("/start_group", 0.5, "A", "B", at=0)    # 0.5 s = 22050: on a beat, not on a bar
     out = rig.render(4 * SR)
-    assert first_sound(out) == 88200
+    assert onset(out[:, 0]) == 88200
     assert out[88200 + 300, 0] == pytest.approx(0.75 * 0.8, abs=1e-4)   # both decks, volume 0.8
 
 
 def test_play_at_a_time_starts_on_the_next_bar(rig):
-    path = rig.file("song.wav", dc(4.0))
+    path = rig.file("song.wav", dc(0.5, 4.0))
     rig.send("/play", "C", path, 0.3, 4, at=0)       # 0.3 s = 13230, quantize 4 beats
     out = rig.render(3 * SR)
-    assert first_sound(out) == 88200
+    assert onset(out[:, 0]) == 88200
 
 
 # -- beatmatching ----------------------------------------------------------------------------------------
@@ -317,7 +309,7 @@ def test_stems_from_120_and_126_bpm_stay_beat_locked_for_five_minutes(rig):
 
 
 def test_stem_bpm_changes_a_playing_stem_at_once(rig):
-    rig.load(100, "tone.wav", tone(441, 3.0))
+    rig.load(100, "tone.wav", sine(441, 3.0, 0.5))
     rig.send("/play_stem", 100, 1.0, 1.0, 1, at=0)
     before = rig.render(SR // 2)[:, 0].astype(np.float64)
     rig.send("/stem_bpm", 100, 60)                   # made at 60 BPM: at 120 it plays twice as fast
@@ -341,7 +333,7 @@ def test_stem_bpm_validation_and_a_buffer_still_loading(rig):
 
 
 def test_one_shot_ends_where_the_tempo_map_says(rig):
-    rig.load(100, "one.wav", dc(2.0), 100)           # made at 100 BPM
+    rig.load(100, "one.wav", dc(0.5, 2.0), 100)           # made at 100 BPM
     rig.send("/play_stem", 100, 1.0, 1.0, 0, at=1000)
     rig.send("/set_tempo", 140, 1.5, at=20000)
     rig.send("/set_tempo", 90, at=50000)
@@ -366,7 +358,7 @@ def cents(hz, ref):
 def test_keylock_message_keeps_a_decks_pitch_at_a_new_tempo(rig):
     needs_keylock(rig.engine)
     for bid in (100, 1100):
-        rig.load(bid, f"t{bid}.wav", tone(440, 4.0))
+        rig.load(bid, f"t{bid}.wav", sine(440, 4.0, 0.5))
     rig.send("/keylock", "A", 1, at=0)
     for bid in (100, 1100):
         rig.send("/play_stem", bid, 1.0, 1.0, 1, at=0)
@@ -440,7 +432,7 @@ def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
         def close(self):
             pass
 
-    path = rig.file("a.wav", dc(2.0))
+    path = rig.file("a.wav", dc(0.5, 2.0))
     rig.c.loader = SlowLoader()
     rig.send("/quantize", 1)
     rig.send("/cue", "A", path, at=0)
@@ -451,4 +443,4 @@ def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
     rig.c._finished.put(job.key)
     rig.c.poll()
     out = rig.render(2 * SR)
-    assert first_sound(out, 30000) == 44100          # the next beat, not a late start at 30000
+    assert 30000 + onset(out[:, 0]) == 44100          # the next beat, not a late start at 30000
