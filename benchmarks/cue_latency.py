@@ -97,19 +97,18 @@ def memory() -> dict:
 def open_output(engine, backend: str, block: int):
     from stemdeck import config
     from stemdeck.audio.output import open_output as open_
-    from stemdeck.tools import serve
+    from stemdeck.app import SERVE_SETTINGS
 
     settings = config.resolve({"buffer_size": str(block),
                                "backend": "portaudio" if backend == "jack" else "null"},
-                              serve.SETTINGS, environ={})
+                              SERVE_SETTINGS, environ={})
     return open_(engine, settings, reconnect=0, rescan=backend == "jack")
 
 
 def run(path: str, backend: str, block: int, seconds: float, jack=None, change: bool = False) -> dict:
-    from stemdeck.control.handlers import Controller
+    from stemdeck import app
     from stemdeck.engine import Engine
     from stemdeck.engine import layout as L
-    from stemdeck.media.loader import MediaLoader
     from stemdeck.media.readahead import drop_page_cache, resident_fraction
     from stemdeck.tools.workload import build_reference_workload
 
@@ -123,8 +122,8 @@ def run(path: str, backend: str, block: int, seconds: float, jack=None, change: 
     build_reference_workload(engine)
     output = open_output(engine, backend, block)
     ready = threading.Event()
-    loader = MediaLoader(engine, cache_mb=512)
-    c = Controller(engine, loader=loader, on_load_ready=ready.set, lookahead=block)
+    loader = app.live_loader(engine, cache_mb=512)
+    c = app.assemble(engine, loader, lookahead=block, on_load_ready=ready.set).controller
     result = {"backend": backend, "block": block, "file_bytes": size,
               "device_latency_ms": round((output.reported_latency or 0) * 1000, 2)}
     try:
@@ -184,8 +183,7 @@ def run(path: str, backend: str, block: int, seconds: float, jack=None, change: 
         peak = mem1
         while time.perf_counter() < t_end:
             time.sleep(0.5)
-            c.poll()
-            engine.events()
+            c.poll()                                # loads and the engine's events
             m = memory()
             if m["rss"] > peak["rss"]:
                 peak = m

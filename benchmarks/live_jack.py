@@ -155,18 +155,20 @@ def jack_xruns(server) -> tuple[int, int, int]:
 
 
 def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
-    from stemdeck import config
-    from stemdeck.tools import serve
+    from stemdeck import app, config
+    from stemdeck.live import Server
     from stemdeck.tools.workload import build_reference_workload
 
     settings = config.resolve({"buffer_size": str(args.block), "backend": "portaudio", "port": "0"},
-                              serve.SETTINGS, environ={})
-    server = serve.Server(settings, out=lambda line: None, rescan=True)
+                              app.SERVE_SETTINGS, environ={})
+    # with the OSC server (on a free port) only for the stress phase
+    server = Server(settings, out=lambda line: None, rescan=True,
+                    osc_options={} if big_wav is not None else None)
     runner = threading.Thread(target=server.run, kwargs={"handle_signals": False}, daemon=True)
     runner.start()
     if not server.wait_ready(300):
         raise RuntimeError(f"the server did not start: {server.error!r}")
-    osc = None
+    osc = server.osc
     try:
         built = threading.Event()
         ids: list[int] = []
@@ -174,26 +176,9 @@ def run_phase(name: str, jack, args, big_wav: str | None) -> dict:
         built.wait(120)
         send = None
         if big_wav is not None:
-            osc = getattr(server, "osc", None)
-            if osc is None:          # serve does not start OSC yet: start the OSC server on its loop
-                from stemdeck.control.server import OscServer
-
-                started = threading.Event()
-
-                def start_osc():
-                    nonlocal osc
-                    osc = OscServer(server.controller, server.engine, port=0, loop=server.loop,
-                                    stats=server.status_fields,
-                                    output_latency=server.output.reported_latency or 0.0)
-                    osc.start()
-                    server.drain_events = False
-                    started.set()
-
-                server.call_soon(start_osc)
-                started.wait(30)
             from pythonosc.udp_client import SimpleUDPClient
 
-            client = SimpleUDPClient(*osc.address)
+            client = SimpleUDPClient(*server.osc.address)
             send = client.send_message
         time.sleep(2.0)                               # settle: loads, first ramps
         engine = server.engine

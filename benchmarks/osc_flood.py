@@ -61,7 +61,7 @@ def serve(args) -> None:
     import numpy as np
     import psutil
 
-    from stemdeck.control.server import OscServer
+    from stemdeck import app
     from stemdeck.engine import Engine
     from stemdeck.tools.workload import build_reference_workload
 
@@ -110,12 +110,13 @@ def serve(args) -> None:
                             server.counters()))
             stop.wait(0.25)
 
-    controller = OscServer.build_controller(engine, block_size=args.block)
     quit_event = threading.Event()
-    server = OscServer(controller, engine, host="127.0.0.1", port=0,
-                       output_latency=output.reported_latency or 0.0, on_quit=quit_event.set)
+    parts = app.assemble(engine, app.live_loader(engine), lookahead=args.block,
+                         osc={"host": "127.0.0.1", "port": 0, "on_quit": quit_event.set,
+                              "output_latency": output.reported_latency or 0.0})
+    server = parts.osc
     output.start()
-    server.start()
+    server.start(parts.controller)
     threads = [threading.Thread(target=drain, daemon=True), threading.Thread(target=sample, daemon=True)]
     for t in threads:
         t.start()

@@ -1,6 +1,7 @@
 """Helpers for the OSC server tests: a live engine on a real-time clock,
-recorded from frame 0, an OscServer on a free loopback port, and a
-python-osc client that also reads the replies.
+recorded from frame 0, an OscServer on a free loopback port (assembled by
+:mod:`stemdeck.app`, with the production MediaLoader), and a python-osc
+client that also reads the replies.
 
 :class:`RealtimeDriver` paces ``Engine.run_callback`` on absolute deadlines
 (``t0 + k * block / rate``, like the null backend) and knows its own ``t0``,
@@ -23,8 +24,8 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
+from stemdeck import app
 from stemdeck.control import osc_wire as wire
-from stemdeck.control.server import OscServer
 from stemdeck.engine import Engine
 from signals import amplitude, sine  # noqa: F401 (test_jack_restart.py imports them from here)
 
@@ -225,26 +226,30 @@ def mono_of_ntp(timetag: int) -> int:
 
 
 class Rig:
-    """Engine + real-time driver + OscServer on 127.0.0.1:<free port> + a client."""
+    """Engine + real-time driver + OscServer on 127.0.0.1:<free port> + a client.
 
-    def __init__(self, block: int = 256, *, eq: bool = False, loader=None, controller_kwargs=None,
-                 **server_kwargs):
+    ``loader``: the Controller's loader (default: the production MediaLoader,
+    ``cache_mb`` MB); ``controller_kwargs``: the Controller's own options;
+    the rest are the OscServer's."""
+
+    def __init__(self, block: int = 256, *, eq: bool = False, loader=None, cache_mb: float = 512,
+                 controller_kwargs=None, **server_kwargs):
         self.engine = Engine(SR, max_block=max(block, 1024))
         self.engine.set_eq_enabled(eq)
         self.block = block
         self.driver = RealtimeDriver(self.engine, block)
-        kwargs = dict(controller_kwargs or {})
-        self.controller = OscServer.build_controller(self.engine, block_size=block, **kwargs)
-        if loader is not None:
-            self.controller.loader = loader
         server_kwargs.setdefault("host", "127.0.0.1")
         server_kwargs.setdefault("port", 0)
-        self.server = OscServer(self.controller, self.engine, **server_kwargs)
+        if loader is None:
+            loader = app.live_loader(self.engine, cache_mb=cache_mb)
+        parts = app.assemble(self.engine, loader, lookahead=block, osc=server_kwargs,
+                             **(controller_kwargs or {}))
+        self.controller, self.server = parts.controller, parts.osc
         self.client = None
 
     def start(self):
         self.driver.start()
-        self.server.start()
+        self.server.start(self.controller)
         self.client = Client(self.server.address)
         return self
 

@@ -258,8 +258,7 @@ def test_a_full_cache_refuses_over_osc_and_the_playing_stems_play_on(tmp_path):
     from signals import amplitude
 
     paths = [flac(tmp_path / f"s{i}.flac", 3.0, 300 + 200 * i) for i in range(4)]
-    with Rig(loader=None) as rig:
-        rig.controller.loader = MediaLoader(rig.engine, cache_mb=3.2)
+    with Rig(cache_mb=3.2) as rig:
         c = rig.client
         for i in range(3):
             c.send("/load_buffer", 100 + 1000 * i, paths[i])

@@ -162,7 +162,7 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
     started: every callback meanwhile stays within its block period."""
     from stemdeck import config
     from stemdeck.audio.output import open_output
-    from stemdeck.tools import serve as serve_mod
+    from stemdeck import app
     from stemdeck.tools.workload import build_reference_workload
 
     block = 256
@@ -174,7 +174,7 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
     jack = make_jack_server(period=block)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    settings = config.resolve({"buffer_size": str(block), "backend": "portaudio"}, serve_mod.SETTINGS,
+    settings = config.resolve({"buffer_size": str(block), "backend": "portaudio"}, app.SERVE_SETTINGS,
                               environ={})
     e = Engine(SR, max_block=block)
     build_reference_workload(e, stems=16, seconds=10.0)

@@ -15,7 +15,7 @@ import pytest
 from osctools import SR, Rig, bundle_bytes, message_bytes, mono_of_ntp, ntp_in, write_wav
 from signals import dc, onset
 from stemdeck.control import osc_wire as wire
-from stemdeck.control import server as osc_server
+from stemdeck.control.osc import schedule as osc_server
 
 BLOCK = 256
 
@@ -214,12 +214,13 @@ def test_schedule_is_bounded_and_absurd_timetags_refused(live, monkeypatch):
 
 def test_bundles_run_at_once_when_the_audio_clock_is_stopped(media):
     from osctools import Client
-    from stemdeck.control.server import OscServer
+    from stemdeck import app
     from stemdeck.engine import Engine
 
     engine = Engine(SR)
-    ctl = OscServer.build_controller(engine, block_size=BLOCK)
-    srv = OscServer(ctl, engine, host="127.0.0.1", port=0).start()
+    parts = app.assemble(engine, app.live_loader(engine), lookahead=BLOCK,
+                         osc={"host": "127.0.0.1", "port": 0})
+    ctl, srv = parts.controller, parts.osc.start(parts.controller)
     c = Client(srv.address)
     try:
         c.send_bundle(ntp_in(0.5), [("/sync", [5])])

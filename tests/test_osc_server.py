@@ -25,9 +25,12 @@ from osctools import SR, Client, Rig, message_bytes, ntp_in, write_wav
 from signals import amplitude, dc, onset, sine
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
-from stemdeck.control.handlers import ThreadedLoader, decode
-from stemdeck.control import server as osc_server
-from stemdeck.control.server import OscServer, add_arguments, parse_allow, server_options
+from stemdeck import app
+from stemdeck.app import add_osc_arguments as add_arguments, osc_options as server_options
+from stemdeck.control.access import parse_allow
+from stemdeck.control.osc import server as osc_server
+from stemdeck.control.osc.server import OscServer
+from stemdeck.media.simple_loaders import ThreadedLoader, decode
 from stemdeck.engine import Engine
 from stemdeck.errors import UsageError
 
@@ -89,6 +92,14 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rig(media):
+    r = Rig(256).start()                 # the production MediaLoader
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def slow(media):
+    """A rig whose files named slow* take SLOW_LOAD_S to load (a test loader)."""
     r = Rig(256, loader=ThreadedLoader(workers=2, load=slow_decode)).start()
     yield r
     r.stop()
@@ -378,7 +389,8 @@ def test_reset_play_fade_become_frames(live, media):
     assert x[fade + round(0.25 * SR) + 10] == pytest.approx(0.25, abs=1e-4)
 
 
-def test_start_group_waits_for_a_slow_load_then_starts_decks_on_one_frame(live, media):
+def test_start_group_waits_for_a_slow_load_then_starts_decks_on_one_frame(slow, media):
+    live = slow
     c = live.client
     with Captured("stemdeck.control") as cap:
         c.send("/cue", "A", str(media / "slow_pos.wav"))      # takes 0.6 s
@@ -420,8 +432,8 @@ def test_status_replies(live):
     assert c.ask("/version")[:3] == ["stemdeck", 0, 1]
 
 
-def test_sync_answers_after_earlier_loads(live, media):
-    c = live.client
+def test_sync_answers_after_earlier_loads(slow, media):
+    c = slow.client
     c.send("/load_buffer", 200, str(media / "slow_dc.wav"))
     c.send("/sync", 7)
     got = []
@@ -552,18 +564,21 @@ def test_media_root_refuses_paths_outside(media, tmp_path):
 
 def test_wildcard_host_warns_and_port_in_use_is_a_usage_error():
     engine = Engine(SR)
-    ctl = OscServer.build_controller(engine, block_size=256)
+    parts = app.assemble(engine, app.live_loader(engine), lookahead=256,
+                         osc={"host": "0.0.0.0", "port": 0})
+    ctl, srv = parts.controller, parts.osc
     with Captured("stemdeck.osc") as cap:
-        srv = OscServer(ctl, engine, host="0.0.0.0", port=0).start()
+        srv.start(ctl)
     try:
         assert any("all interfaces" in line and "--allow" in line for line in cap.lines)
         assert "(all interfaces)" in srv.describe()[0]
         assert srv.describe()[1].endswith("anyone on the network (no --allow)")
         port = srv.address[1]
-        other = OscServer(OscServer.build_controller(engine, block_size=256), engine,
-                          host="0.0.0.0", port=port)
+        other = app.assemble(engine, app.live_loader(engine), lookahead=256,
+                             osc={"host": "0.0.0.0", "port": port})
         with pytest.raises(UsageError, match="already in use"):
-            other.start()
+            other.osc.start(other.controller)
+        other.controller.close()
     finally:
         srv.stop()
         ctl.close()
@@ -580,11 +595,8 @@ def test_flags_and_their_refusals(tmp_path):
     assert [str(n) for n in parse_allow(["10.0.0.5", "::1"])] == ["10.0.0.5/32", "::1/128"]
     with pytest.raises(UsageError, match="--allow 10.0.0.300"):
         parse_allow(["10.0.0.300"])
-    engine = Engine(SR)
-    ctl = OscServer.build_controller(engine, block_size=256)
     with pytest.raises(UsageError, match="no such folder"):
-        OscServer(ctl, engine, media_roots=[str(tmp_path / "nope")])
-    ctl.close()
+        OscServer(Engine(SR), media_roots=[str(tmp_path / "nope")])
 
 
 # -- TCP and the asyncio mode ------------------------------------------------------------------------
@@ -628,7 +640,9 @@ def test_tcp_length_prefixed_packets(media):
 
 def test_asyncio_loop_mode_keeps_controller_calls_on_the_loop_thread(media):
     engine = Engine(SR)
-    ctl = OscServer.build_controller(engine, block_size=256)
+    parts = app.assemble(engine, app.live_loader(engine), lookahead=256,
+                         osc={"host": "127.0.0.1", "port": 0})
+    ctl, srv = parts.controller, parts.osc
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
     loop_thread.start()
@@ -640,9 +654,8 @@ def test_asyncio_loop_mode_keeps_controller_calls_on_the_loop_thread(media):
         return original(*a, **kw)
 
     ctl.handle = handle
-    srv = OscServer(ctl, engine, host="127.0.0.1", port=0, loop=loop)
     started = threading.Event()
-    loop.call_soon_threadsafe(lambda: (srv.start(), started.set()))
+    loop.call_soon_threadsafe(lambda: (srv.start(ctl, loop=loop), started.set()))
     assert started.wait(5)
     c = Client(srv.address)
     try:
@@ -689,8 +702,9 @@ def test_a_full_engine_queue_drops_and_counts_never_blocks():
     """The engine is not rendering, so its command ring fills: the excess is
     refused with /fail "server busy" and counted; the server stays responsive."""
     engine = Engine(SR)
-    ctl = OscServer.build_controller(engine, block_size=256)
-    srv = OscServer(ctl, engine, host="127.0.0.1", port=0).start()
+    parts = app.assemble(engine, app.live_loader(engine), lookahead=256,
+                         osc={"host": "127.0.0.1", "port": 0})
+    ctl, srv = parts.controller, parts.osc.start(parts.controller)
     c = Client(srv.address)
     try:
         capacity = engine.state.ring.shape[0]

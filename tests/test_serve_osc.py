@@ -94,7 +94,7 @@ def test_each_start_up_line_is_one_write(monkeypatch):
     """A supervisor waits for the line 'ready'. Written as text then newline
     (print), a log line from a loader thread could land between the two in
     the shared pipe ('readypreload: ...') and the wait would never end."""
-    from stemdeck.tools.serve import Server
+    from stemdeck.live import Server
 
     writes = []
 

@@ -159,7 +159,7 @@ class StreamJudge:
 
 
 async def supervise(server, environ=os.environ) -> None:
-    """The control-thread task for ``server`` (a :class:`stemdeck.tools.serve.Server`
+    """The control-thread task for ``server`` (a :class:`stemdeck.live.Server`
     that just printed ``ready``): READY=1 now, WATCHDOG=1 while the stream
     lives, STOPPING=1 when the task is cancelled (the server stops).
     Returns at once when ``NOTIFY_SOCKET`` is unset."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from stemdeck.control import spec
-from stemdeck.control.server import HORIZON_S, MAX_AHEAD_S, MAX_SCHEDULED
+from stemdeck.control.osc.schedule import HORIZON_S, MAX_AHEAD_S, MAX_SCHEDULED
 
 HEADER = f"""\
 # OSC API reference

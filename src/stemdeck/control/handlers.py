@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import queue
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,6 +44,7 @@ from stemdeck.control import spec
 from stemdeck.control.movement import MovementConfig
 from stemdeck.control.tempo import BeatGrid, TempoMap, engine_clock
 from stemdeck.engine.commands import Soon
+from stemdeck.media.simple_loaders import ImmediateLoader, ProbeLoader, SampleShape, ThreadedLoader, decode  # noqa: F401
 from stemdeck.errors import CommandError, MediaError
 
 log = logging.getLogger("stemdeck.control")
@@ -54,80 +55,6 @@ TONE_LEVEL = 0.25             # -12 dBFS
 TONE_FADE_S = 0.005
 MAX_WAITING = 4096            # messages waiting for loads; more are refused
 STRETCH_MODES = ("playback_rate", "keylock")
-
-
-# -- loaders ------------------------------------------------------------------------------------
-
-def decode(path: str, sample_rate: int):
-    """Decode a file to (frames, 2) float32 at ``sample_rate``; notes are logged."""
-    from stemdeck.media.decode import load_audio_with_notes
-
-    audio, notes = load_audio_with_notes(path, sample_rate)
-    for note in notes:
-        log.warning("%s", note)
-    return audio
-
-
-class ImmediateLoader:
-    """Decodes on the calling thread: the future is done when ``submit`` returns.
-    For scores (a load completes before the next line) and tests."""
-
-    def __init__(self, load: Callable[[str, int], Any] = decode):
-        self.load = load
-
-    def submit(self, path: str, sample_rate: int) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(self.load(path, sample_rate))
-        except Exception as exc:  # the reason goes back to the client as /fail
-            future.set_exception(exc)
-        return future
-
-    def close(self) -> None:
-        pass
-
-
-class ThreadedLoader:
-    """Decodes on worker threads (the live server): ``submit`` returns at once;
-    the Controller collects finished loads in :meth:`Controller.poll`."""
-
-    def __init__(self, workers: int = 1, load: Callable[[str, int], Any] = decode):
-        self.load = load
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stemdeck-loader")
-
-    def submit(self, path: str, sample_rate: int) -> Future:
-        return self._pool.submit(self.load, path, sample_rate)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class SampleShape:
-    """Stands in for a decoded sample when only its length matters (planning)."""
-
-    def __init__(self, frames: int, channels: int = 2):
-        self.shape = (int(frames), channels)
-
-
-class ProbeLoader:
-    """Reads only a file's header and returns a :class:`SampleShape` of the
-    length it will have at ``sample_rate``: lets a renderer check a score's
-    files and plan its length without holding every decoded file in memory."""
-
-    def submit(self, path: str, sample_rate: int) -> Future:
-        future: Future = Future()
-        try:
-            from stemdeck.media.decode import probe
-
-            info = probe(path)
-            frames = math.ceil(info.frames * sample_rate / info.samplerate)
-            future.set_result(SampleShape(frames))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-    def close(self) -> None:
-        pass
 
 
 # -- a stand-in engine ----------------------------------------------------------------------------
@@ -294,6 +221,8 @@ class Controller:
     ``check_path(path)``: called before any file is opened for ``/load_buffer``,
     ``/play`` or ``/cue``; raises CommandError to refuse it (``--media-root``:
     "outside media root"), which becomes the message's ``/fail``.
+    ``on_events(events)``: the engine's events drained by :meth:`poll`
+    (the OSC server's ``/ended`` and ``/late`` notifications).
     ``hooks``: server-only actions, ``{"notify": f(sender, on), "quit": f(sender),
     "status": f() -> dict}`` (``status`` adds the fields only the server knows).
 
@@ -322,7 +251,7 @@ class Controller:
                  lookahead: int = 0, check_path: Callable[[str], None] | None = None,
                  hooks: dict | None = None, stretch: str = "playback_rate",
                  movement: MovementConfig | None = None, movement_bpm: bool = True,
-                 quantize: int | str = 0):
+                 quantize: int | str = 0, on_events: Callable[[list], None] | None = None):
         if times_from not in ("reset", "receipt"):
             raise ValueError("times_from must be 'reset' or 'receipt'")
         if stretch not in STRETCH_MODES:
@@ -339,6 +268,7 @@ class Controller:
         self.follow_tempo = follow_tempo
         self.times_from = times_from
         self.on_load_ready = on_load_ready
+        self.on_events = on_events
         self.hooks = dict(hooks or {})
         self.lookahead = int(lookahead)
         self.check_path = check_path
@@ -413,8 +343,10 @@ class Controller:
         self._run(call, ctx)
 
     def poll(self) -> int:
-        """Finish loads that completed on loader threads (control thread only).
-        Returns how many loads finished."""
+        """The control loop's tick (control thread only): finish loads that
+        completed on loader threads, then drain the engine's events (the one
+        consumer of ``engine.events()``: it frees released sample slots) and
+        hand them to ``on_events``. Returns how many loads finished."""
         done = 0
         while True:
             try:
@@ -425,6 +357,9 @@ class Controller:
             if job is not None and job.future.done():
                 self._complete(job)
                 done += 1
+        events = self.engine.events()
+        if events and self.on_events is not None:
+            self.on_events(events)
         return done
 
     @property

@@ -1,6 +1,6 @@
 """OSC 1.0 packets to Python values and back: strict, bounded, with reasons.
 
-The OSC server (:mod:`stemdeck.control.server`) parses every packet here
+The OSC server (:mod:`stemdeck.control.osc`) parses every packet here
 rather than through python-osc's server classes, so that a malformed packet
 becomes one ``/fail`` whose reason says what is wrong with it ("truncated:
 string argument 2 has no terminating NUL", "unknown type tag 'x'"), never a

@@ -12,7 +12,7 @@
    written into the cache folder beside the stems (``DIR/demo_mix.score``),
    and that copy is rendered with :func:`stemdeck.tools.render.render_score`.
 3. Where there is an output device, the mix plays on it through the live
-   server (:class:`stemdeck.tools.serve.Server` with the score, stopped when
+   server (:class:`stemdeck.live.Server` with the score, stopped when
    the score is over). Where there is none, or with ``--render``, it is
    rendered to a WAV file (``-o``, default ``demo.wav``). The command says
    which it did.
@@ -89,7 +89,8 @@ def play_live(score: Path, args):
     from stemdeck.audio.devices import NoOutputDeviceError
     from stemdeck.control.score import read_score
     from stemdeck.errors import DeviceError
-    from stemdeck.tools.serve import SETTINGS, Server
+    from stemdeck.app import SERVE_SETTINGS as SETTINGS
+    from stemdeck.live import Server
 
     lines = read_score(score)
     ends = max(line.time for line in lines)

@@ -104,14 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sample format (default {DEFAULT_SUBTYPE}; FLOAT is WAV only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from stemdeck import config
-    from stemdeck.tools.serve import TEMPO_SETTINGS
+    from stemdeck.app import TEMPO_SETTINGS
 
     config.add_arguments(parser, TEMPO_SETTINGS)
 
 
 def run(args) -> int:
     from stemdeck import config
-    from stemdeck.tools.serve import TEMPO_SETTINGS
+    from stemdeck.app import TEMPO_SETTINGS
 
     tempo = config.resolve(args, TEMPO_SETTINGS)
     for warning in tempo.warnings:
@@ -138,7 +138,7 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
                  subtype: str | None = None, progress: bool = True, tempo=None) -> dict:
     """Render ``score_path`` to ``out_path``; returns ``{"frames", "seconds", "path",
     "sample_rate", "block_size", "format", "subtype", "peak_dbfs", "lines",
-    "late_commands"}``. ``tempo``: the resolved ``serve.TEMPO_SETTINGS``
+    "late_commands"}``. ``tempo``: the resolved ``app.TEMPO_SETTINGS``
     (:func:`stemdeck.config.resolve`); None for the defaults.
 
     Raises :class:`ScoreError` (``file:line: reason``) for a bad score and
@@ -152,20 +152,12 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
         raise ScoreError(f"{os.fspath(score_path)}: the score has no messages")
     frames_of = [round(line.time * sample_rate) for line in lines]
 
-    engine_kw, controller_kw = _tempo_options(tempo)
-    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), controller_kw)
+    from stemdeck import app
+
+    tempo_kw = app.controller_tempo(tempo)       # read --bpm-config once: a bad one warns once
+    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), tempo_kw)
     return _render(lines, frames_of, total, os.fspath(out_path), sample_rate, block_size, fmt,
-                   subtype, progress, engine_kw, controller_kw)
-
-
-def _tempo_options(tempo) -> tuple[dict, dict]:
-    if tempo is None:
-        return {}, {}
-    import logging
-
-    from stemdeck.tools.serve import tempo_options
-
-    return tempo_options(tempo, logging.getLogger("stemdeck").warning)
+                   subtype, progress, tempo, tempo_kw)
 
 
 def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):
@@ -219,15 +211,16 @@ class _Replies:
             raise ScoreError(f"{line.where}: {address}: {reason}")
 
 
-def _plan(lines, frames_of, sample_rate, duration, score_name, controller_kw) -> int:
+def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
     """Run the score through the handlers without audio (headers only, no
     decoding): every semantic error surfaces now, with its line; returns
     the number of frames to render."""
-    from stemdeck.control.handlers import Controller, ProbeLoader, RecordingEngine
+    from stemdeck import app
+    from stemdeck.control.handlers import ProbeLoader, RecordingEngine
 
     replies = _Replies()
-    planner = Controller(RecordingEngine(sample_rate, base_bpm=controller_kw.get("base_bpm", 120.0)),
-                         loader=ProbeLoader(), reply=replies, **controller_kw)
+    engine = RecordingEngine(sample_rate, base_bpm=tempo_kw.get("base_bpm", 120.0))
+    planner = app.assemble(engine, ProbeLoader(), reply=replies, **tempo_kw).controller
     for line, frame in zip(lines, frames_of):
         planner.dispatch(line.call, at=frame)
         replies.check(line)
@@ -245,16 +238,16 @@ def _plan(lines, frames_of, sample_rate, duration, score_name, controller_kw) ->
 
 
 def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress,
-            engine_kw, controller_kw) -> dict:
+             tempo, tempo_kw) -> dict:
     import numpy as np
     import soundfile as sf
 
-    from stemdeck.control.handlers import Controller, ImmediateLoader
-    from stemdeck.engine.engine import Engine
+    from stemdeck import app
+    from stemdeck.control.handlers import ImmediateLoader
 
-    engine = Engine(sample_rate, max_block=block_size, **engine_kw)
+    engine = app.build_engine(sample_rate, tempo=tempo, max_block=block_size)
     replies = _Replies()
-    controller = Controller(engine, loader=ImmediateLoader(), reply=replies, **controller_kw)
+    controller = app.assemble(engine, ImmediateLoader(), reply=replies, **tempo_kw).controller
     block = np.zeros((block_size, 2), np.float32)
     folder = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
@@ -274,7 +267,7 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
                     i += 1
                 out_block = block[:n]
                 engine.render(out_block)
-                engine.events()               # hand freed samples back
+                controller.poll()             # the engine's events: hands freed samples back
                 dropped = engine.stats()["dropped_commands"]
                 if dropped:
                     raise StemdeckError(f"{lines[max(i - 1, 0)].where}: {dropped} commands were "

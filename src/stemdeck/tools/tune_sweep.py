@@ -286,13 +286,13 @@ class Sweep:
                                      "measured without key lock")
             self.say(self.keylock_note)
         if plan.with_load:
-            from stemdeck.control.handlers import Controller
-            from stemdeck.media.loader import MediaLoader
+            from stemdeck import app
 
             self._tmp = tempfile.TemporaryDirectory(prefix="stemdeck-tune-")
             holder = {}
-            self.controller = Controller(engine, loader=MediaLoader(engine, cache_mb=0),
-                                         reply=lambda s, a, args: holder["stress"].reply(s, a, args))
+            self.controller = app.assemble(engine, app.live_loader(engine, cache_mb=0),
+                                           reply=lambda s, a, args: holder["stress"].reply(s, a, args)
+                                           ).controller
             t0 = time.monotonic()
             self.stress = holder["stress"] = _Stress(self.controller, self._tmp.name, plan.sample_rate)
             from stemdeck.tools.workload import MESSAGES_PER_SECOND
@@ -463,8 +463,9 @@ class Sweep:
     # -- the control loop ---------------------------------------------------------------------------
     def _control_tick(self) -> None:
         if self.stress is not None:
-            self.stress.tick()
-        self.engine.events()            # frees released sample slots (control thread)
+            self.stress.tick()          # its Controller's poll drains the engine's events
+        else:
+            self.engine.events()        # frees released sample slots (control thread)
 
     def _run_until(self, end: float, step) -> None:
         """Run the control thread's duties until ``end`` (monotonic) or ``step()`` says stop."""
