@@ -38,7 +38,7 @@ def rig(media):
     c.send("/load_buffer", 1100, str(media / "b.wav"))
     c.send("/sync", 1)
     c.expect("/synced", timeout=5)
-    time.sleep(0.5)                 # let the frame clock settle
+    r.after(0.5)                    # let the frame clock settle: half a second of audio rendered
     yield r
     r.stop()
 
@@ -106,7 +106,7 @@ def test_nested_bundle_runs_at_its_own_time_never_before_its_parent(live):
 
     live.client.send("/stop_stem", 100)
     live.client.send("/stop_stem", 1100)
-    time.sleep(0.1)
+    live.after(0.1)                                 # both stopped (5 ms fades) before the next bundle
     tt = ntp_in(0.3)
     inner_earlier = wire.encode_bundle(tt - (1 << 32), [message_bytes(*PLAY_B)])   # 1 s before
     live.client.send_raw(wire.encode_bundle(tt, [inner_earlier]))
@@ -120,7 +120,6 @@ def test_immediate_timetag_runs_now(live):
     assert live.client.expect("/status.reply", timeout=0.5)
     sent = live.engine.frame
     live.client.send_bundle(wire.IMMEDIATELY, [PLAY_A])
-    time.sleep(0.2)
     x = live.driver.samples(sent - BLOCK, sent + 4 * BLOCK)
     start = onset(x) - BLOCK
     assert 0 <= start <= 3 * BLOCK                  # the next block or so
@@ -192,7 +191,7 @@ def test_invalid_bundles_are_refused_whole(live):
         address, why = c.expect("/fail")
         assert address == "#bundle" and reason in why, (data[:24], why)
         assert why.endswith("nothing in the bundle ran")
-    time.sleep(0.1)
+    live.after(0.1)                                 # a tenth of a second of audio in which nothing may start
     assert np.all(live.driver.samples(sent, live.engine.frame) == 0)   # nothing in them ran
     assert all(m[0] == "/beat" for m in c.drain(0.05))                  # one reply each
 
@@ -236,7 +235,7 @@ def test_output_latency_moves_the_frame_earlier_by_that_much(media):
     with Rig(BLOCK, output_latency=lambda: latency) as r:
         r.client.send("/load_buffer", 100, str(media / "a.wav"))
         r.client.expect("/done")
-        time.sleep(0.5)
+        r.after(0.5)                       # let the frame clock settle, as the live fixture does
         tt = ntp_in(0.3)
         r.client.send_bundle(tt, [PLAY_A])
         frame = r.server.clock.frame_for(tt)

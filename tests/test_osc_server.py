@@ -295,7 +295,7 @@ def test_set_meter_beats_and_print_clock(live):
     c.expect("/done")
     with Captured("stemdeck.osc") as cap:
         c.send("/print_clock", 1)
-        time.sleep(1.2)
+        live.after(1.2)                             # eight beats at 400 BPM
         c.send("/print_clock", 0)
         settle(live)
     beats = [tuple(args) for addr, args in c.drain(0.05) if addr == "/beat"]
@@ -309,11 +309,11 @@ def test_set_meter_beats_and_print_clock(live):
 def test_dance_total_movement_steers_the_tempo(live):
     c = live.client
     c.send("/dance/total_movement", 0.6)            # lots of movement: glide up toward 130 BPM
-    time.sleep(0.6)
+    live.after(0.6)
     up = c.status()["bpm"]
     assert 120.2 < up < 121.5                       # a 14.7 s glide, not a jump
     c.send("/dance/total_movement", 0.0)            # still: glide down toward 105 BPM
-    time.sleep(0.6)
+    live.after(0.6)
     assert c.status()["bpm"] < up
     detail = json.loads(c.ask("/status.json")[0])
     assert detail["movement"]["value"] == 0.0
@@ -341,7 +341,7 @@ def test_quantize_starts_stems_on_the_next_beat(live, media):
     c.send_bundle(tt, [("/reset", [])])             # beat 1 on a frame we know
     zero = live.server.clock.frame_for(tt)
     c.send("/quantize", 1)
-    time.sleep(0.35)                                # well inside the first beat (0.5 s at 120)
+    live.driver.wait_frame(zero + SR // 4)          # well inside the first beat (0.5 s at 120)
     c.send("/play_stem", 100, 1.0, 1.0, 1, 0.0)
     beat = SR // 2
     x = live.driver.samples(zero, zero + 2 * beat)
@@ -359,7 +359,7 @@ def test_keylock_keeps_pitch_through_a_tempo_change(live, media):
         assert "Rubber Band" in c.expect("/fail")[1]
         return
     c.send("/set_tempo", 150)
-    time.sleep(0.3)
+    live.after(0.3)
     x = window(live, 0.4)
     assert amplitude(x, 1000) > 0.1 and amplitude(x, 1250) < 0.02      # the pitch stays
     c.send("/keylock", "A", 0)
@@ -459,7 +459,7 @@ def test_notify_underrun_late_and_unsubscribe(live, media):
     c.send("/notify", 0)
     c.expect("/done")
     c.drain(0.01)                                   # what was sent before the unsubscribe
-    time.sleep(0.6)                                 # beats keep coming at 120 BPM, not to us
+    live.after(0.6)                                 # beats keep coming at 120 BPM, not to us
     assert not [m for m in c.drain(0.05) if m[0] in ("/beat", "/underrun", "/late")]
 
 
