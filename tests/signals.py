@@ -8,7 +8,6 @@ Generators (``seconds`` becomes ``round(seconds * sr)`` frames)
     ``sine``    the same as a float32 stereo stem (both channels equal), what the engine plays
     ``stereo``  two mono signals (or one, twice) as a C-contiguous (frames, 2) array
     ``dc``      a constant level, float32 stereo, by seconds or by ``frames=``
-    ``noise``   seeded white noise, float32 stereo (different left and right)
 
 Measurements (on one channel: pass ``out[:, 0]``)
     ``amplitude``   amplitude of the ``freq`` component (least-squares fit of a sine)
@@ -56,12 +55,6 @@ def dc(level: float, seconds: float | None = None, *, frames: int | None = None,
         raise TypeError("dc() takes seconds or frames=, not both")
     n = frames if frames is not None else globals()["frames"](seconds, sr)
     return np.full((n, 2), level, np.float32)
-
-
-def noise(seconds: float, amp: float = 0.3, *, seed: int = 0, sr: int = SR) -> np.ndarray:
-    """Uniform white noise in [-amp, amp), float32 stereo, the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-amp, amp, (frames(seconds, sr), 2)).astype(np.float32)
 
 
 # -- measurements --------------------------------------------------------------------------------
