@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 
 from stemdeck.control import spec
-from stemdeck.control.handlers import Controller, RecordingEngine
+from stemdeck.control.handlers import Controller
+from stemdeck.control.planning import RecordingEngine
 from stemdeck.errors import MediaError
 from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache
 from stemdeck.media.loader import MediaLoader
@@ -220,7 +221,7 @@ def test_mixer_cleanup_releases_memory_but_keeps_preloads(tmp_path):
     assert loader.cache.status()["used_mb"] > 0.6
     assert c.handle("/mixer_cleanup") == [("/done", ("/mixer_cleanup",))]
     assert [e.shown for e in loader.cache.entries()] == [b]
-    assert not c._samples and not c.buffers
+    assert not c.book.samples and not c.buffers
 
 
 def test_free_buffer_of_a_shared_file_keeps_it_for_the_other_buffer(tmp_path):

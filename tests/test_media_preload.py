@@ -13,7 +13,8 @@ import threading
 import pytest
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller, RecordingEngine
+from stemdeck.control.handlers import Controller
+from stemdeck.control.planning import RecordingEngine
 from stemdeck.errors import UsageError
 from stemdeck.media import decode
 from stemdeck.media.loader import MediaLoader

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from stemdeck.control import spec
-from stemdeck.control.handlers import Controller, ImmediateLoader, RecordingEngine, ThreadedLoader
+from stemdeck.control.handlers import Controller
+from stemdeck.control.planning import RecordingEngine
+from stemdeck.media.simple_loaders import ImmediateLoader, ThreadedLoader
 from stemdeck.errors import CommandError, MediaError
 
 ALL = [m.address for m in spec.MESSAGES]

@@ -433,14 +433,14 @@ def test_a_quantised_group_that_waited_for_its_load_keeps_to_the_grid(rig):
             pass
 
     path = rig.file("a.wav", dc(0.5, 2.0))
-    rig.c.loader = SlowLoader()
+    rig.c.book.loader = SlowLoader()
     rig.send("/quantize", 1)
     rig.send("/cue", "A", path, at=0)
     rig.send("/start_group", 0.1, "A", at=0)        # 4410: waits for deck A's load
     rig.render_to(30000)                             # the load takes its time: 22050 is gone
-    (job,) = rig.c._jobs.values()
+    (job,) = rig.c.book.jobs.values()
     job.future.set_result(job.future.data)
-    rig.c._finished.put(job.key)
+    rig.c.book.finished.put(job.key)
     rig.c.poll()
     out = rig.render(2 * SR)
     assert 30000 + onset(out[:, 0]) == 44100          # the next beat, not a late start at 30000

@@ -216,7 +216,8 @@ def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
     decoding): every semantic error surfaces now, with its line; returns
     the number of frames to render."""
     from stemdeck import app
-    from stemdeck.control.handlers import ProbeLoader, RecordingEngine
+    from stemdeck.control.planning import RecordingEngine
+    from stemdeck.media.simple_loaders import ProbeLoader
 
     replies = _Replies()
     engine = RecordingEngine(sample_rate, base_bpm=tempo_kw.get("base_bpm", 120.0))
@@ -243,7 +244,7 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
     import soundfile as sf
 
     from stemdeck import app
-    from stemdeck.control.handlers import ImmediateLoader
+    from stemdeck.media.simple_loaders import ImmediateLoader
 
     engine = app.build_engine(sample_rate, tempo=tempo, max_block=block_size)
     replies = _Replies()
