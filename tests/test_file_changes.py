@@ -192,3 +192,18 @@ def test_serve_plays_on_while_a_playing_file_changes(tmp_path, offline, op):
     # every stem, the changed one too, is what the original files render to
     assert np.max(np.abs(segment - offline)) < 1e-5
     assert np.sqrt(np.mean(offline ** 2)) > 0.05
+
+
+def test_a_dropped_loader_lets_go_of_its_files(tmp_path):
+    """The guard must not keep a loader's mappings alive: a loader dropped
+    with samples in its cache releases their leases and pages."""
+    import gc
+
+    g = guard.file_guard()
+    before = g.guarded()
+    loader = MediaLoader(None, cache_mb=512, immediate=True)
+    data = loader.submit(_wav(tmp_path / "a.wav", 2.0, 441.0), SR).result()
+    assert g.guarded() == before + 1
+    del data, loader
+    gc.collect()
+    assert g.guarded() == before

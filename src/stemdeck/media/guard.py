@@ -101,7 +101,10 @@ class _Guarded:
     base: int                   # address of the mapping
     length: int                 # bytes mapped (the file's size when mapped)
     mm: weakref.ref             # the mmap object: alive while anything uses the sample
-    owner: "Owner"
+    # weak: a strong reference would keep the loader, its cache and so this very
+    # mapping alive from the process-wide registry (a loader dropped with samples
+    # in its cache would never let go of them)
+    owner: weakref.ref
     ino: tuple
     wd: int = -1
     state: str = "leased"       # leased | copied | silenced | released
@@ -162,7 +165,8 @@ class FileGuard:
         import numpy as np
 
         base = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
-        g = _Guarded(path, key, fd, base, len(mm), weakref.ref(mm), owner, (st.st_dev, st.st_ino))
+        g = _Guarded(path, key, fd, base, len(mm), weakref.ref(mm), weakref.ref(owner),
+                     (st.st_dev, st.st_ino))
         with self._lock:
             self._by_fd[fd] = g
             if self._inotify >= 0:
@@ -259,8 +263,9 @@ class FileGuard:
         if mm is None:
             self._finalize(g.fd)
             return
+        owner = g.owner() or Owner(in_use=lambda key: True)     # no loader left: still in the engine?
         try:
-            keep = g.owner.in_use(g.key)
+            keep = owner.in_use(g.key)
             outcome = self._copy_over(g) if keep else self._zero_over(g)
         finally:
             del mm
@@ -270,7 +275,7 @@ class FileGuard:
                     fcntl.fcntl(g.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)     # the writer goes ahead
                 except OSError:
                     pass
-        g.owner.changed(g.key, g.state, g.length)
+        owner.changed(g.key, g.state, g.length)
         if outcome == "copied":
             log.warning("%s is being overwritten or truncated by another program while in use: "
                         "playing on from a copy taken before the change (%.1f MB in memory); "
@@ -281,7 +286,7 @@ class FileGuard:
         else:
             log.error("%s is being overwritten or truncated, and no memory was left to copy it: "
                       "its stems went silent", g.path)
-        self._report(g, "written", outcome)
+        self._report(owner, g, "written", outcome)
 
     def _copy_over(self, g: _Guarded) -> str:
         libc = self._libc
@@ -363,13 +368,15 @@ class FileGuard:
         self.handled[what] += 1
         log.warning("%s %s while in use: playing on from the old file's data, which stays readable "
                     "until its buffers are freed", g.path, text)
-        g.owner.changed(g.key, what, g.length)
-        self._report(g, what, "kept")
+        owner = g.owner()
+        if owner is not None:
+            owner.changed(g.key, what, g.length)
+            self._report(owner, g, what, "kept")
 
-    def _report(self, g: _Guarded, what: str, outcome: str) -> None:
-        if g.owner.on_event is not None:
+    def _report(self, owner: Owner, g: _Guarded, what: str, outcome: str) -> None:
+        if owner.on_event is not None:
             try:
-                g.owner.on_event(what, g.path, outcome)
+                owner.on_event(what, g.path, outcome)
             except Exception:
                 log.exception("file guard: reporting %s failed", g.path)
 
