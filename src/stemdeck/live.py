@@ -164,7 +164,7 @@ class Server:
 
         s = self.settings
         self.engine = app.build_engine(s.sample_rate, tempo=s)
-        loader = app.live_loader(self.engine, cache_mb=s.cache_mb)
+        loader = app.live_loader(self.engine, cache_mb=s.cache_mb, on_file_event=self._file_event)
         for line in loader.describe():
             self.say(line)
         if self.osc_options is not None:
@@ -342,11 +342,6 @@ class Server:
         if osc is None:
             return None
         osc.start(self.controller, loop=self.loop)
-        loader = self.controller.loader
-        if hasattr(loader, "on_file_event"):
-            # a file changed under playback (media.guard, its own thread): subscribers hear of it
-            loader.on_file_event = lambda what, path, outcome: self.call_soon(osc.notify, "/file", what,
-                                                                              path, outcome)
         for line in osc.describe():
             self.say(line)
         return osc.stop
@@ -363,10 +358,18 @@ class Server:
         """The output's monitor thread: the device was "lost" (reason) or is
         "back" (seconds out). Tells /notify subscribers: ``/device lost reason``,
         ``/device back seconds``."""
+        self._notify_soon("/device", kind, str(detail) if kind == "lost" else float(detail))
+
+    def _file_event(self, what: str, path: str, outcome: str) -> None:
+        """The file guard's thread (media.guard): a file changed under playback.
+        Tells /notify subscribers: ``/file what path outcome``."""
+        self._notify_soon("/file", what, path, outcome)
+
+    def _notify_soon(self, address: str, *args) -> None:
+        """Send an event to /notify subscribers from any thread (on the control thread)."""
         loop, osc = self.loop, self.osc
         if osc is not None and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(osc.notify, "/device", kind,
-                                      str(detail) if kind == "lost" else float(detail))
+            loop.call_soon_threadsafe(osc.notify, address, *args)
 
     def _load_ready(self) -> None:
         loop = self.loop

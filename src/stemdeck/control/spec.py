@@ -626,11 +626,17 @@ MESSAGES: tuple[Message, ...] = (
                                   default_text="none")),
         example="/notify 1", reply="`/done /notify`; then `/loaded id`, `/ended id`, "
                                    "`/underrun count`, `/late seconds address`, `/beat bar beat`, "
-                                   "`/device lost reason`, `/device back seconds_out`",
+                                   "`/device lost reason`, `/device back seconds_out`, "
+                                   "`/file what path outcome`, `/server stopping why`",
         notes="`/device lost reason` comes when the audio output is lost (e.g. the JACK server "
               "died) and `/device back seconds_out` when it plays again; the decks, buffers and "
               "clock are kept meanwhile, and `/status.json` shows `output` (`state`, `losses`, "
-              "`reconnects`).",
+              "`reconnects`). `/file what path outcome` comes when a loaded file changes on disk: "
+              "`what` is `written` (overwritten or truncated), `deleted`, `replaced` (another file "
+              "renamed over it) or `moved`; `outcome` is `copied` (played on from memory), `kept` "
+              "(the old data plays on), `silenced` (an unused cached sample, dropped) or `failed` "
+              "(no memory for a copy: its stems went silent); see docs/media.md. "
+              "`/server stopping why` comes just before the server stops.",
         origin="scsynth", live_only=True),
     Message(
         "/quit", "quit", "Stop the server.", "Status and server", (), example="/quit",

@@ -96,12 +96,14 @@ class MediaLoader:
     thread; None offline). ``cache_mb``: the memory budget (None: no limit,
     0: no cache). ``workers``: decode threads. ``immediate``: do all the work
     on the calling thread (scores, tests). ``readahead``: follow playing
-    voices of mapped samples (needs ``engine``)."""
+    voices of mapped samples (needs ``engine``). ``on_file_event(what, path,
+    outcome)``: a mapped file changed under playback (called on the file
+    guard's thread, :mod:`stemdeck.media.guard`)."""
 
     def __init__(self, engine=None, *, cache_mb: int | None = None, workers: int = 1,
                  immediate: bool = False, readahead: bool = True,
                  prefault_seconds: float = PREFAULT_SECONDS, decoder_nice: int = DECODER_NICE,
-                 readahead_seconds: float | None = None):
+                 readahead_seconds: float | None = None, on_file_event=None):
         self.engine = engine
         self.cache = SampleCache(None if cache_mb is None else int(cache_mb * MB), on_drop=self._on_drop)
         self.workers = max(1, int(workers))
@@ -123,7 +125,7 @@ class MediaLoader:
         self._batch = threading.local()          # set inside preloading()
         self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
         # the file guard reports files changed under playback here (the server tells /notify)
-        self.on_file_event = None
+        self.on_file_event = on_file_event
         self._owner = Owner(self._in_use, self._file_changed, self._file_event)
         if not immediate:
             self._start_threads()                # and warm up: the first /cue must not pay for imports
