@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from stemdeck.control import spec
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.planning import RecordingEngine
 from stemdeck.errors import MediaError
 from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache

@@ -13,7 +13,7 @@ import threading
 import pytest
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.planning import RecordingEngine
 from stemdeck.errors import UsageError
 from stemdeck.media import decode

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.engine import Engine
 from stemdeck.engine import layout as L
 from stemdeck.media.loader import MediaLoader

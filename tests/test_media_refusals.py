@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.planning import RecordingEngine
 from stemdeck.engine import Engine
 from stemdeck.media.loader import MediaLoader

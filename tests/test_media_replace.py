@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.engine import Engine
 from stemdeck.media.loader import MediaLoader
 

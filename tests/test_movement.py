@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.movement import MovementConfig, MovementConfigError, load_movement_config
 from stemdeck.engine.engine import Engine
 

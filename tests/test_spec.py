@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stemdeck.control import spec
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.planning import RecordingEngine
 from stemdeck.media.simple_loaders import ImmediateLoader, ThreadedLoader
 from stemdeck.errors import CommandError, MediaError

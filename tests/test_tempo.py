@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.control.handlers import Controller
+from stemdeck.control.controller import Controller
 from stemdeck.control.tempo import ClockReporter, ClockState, TempoMap, engine_clock
 from stemdeck.engine import commands as C
 from stemdeck.engine.engine import Engine

@@ -84,7 +84,7 @@ def assemble(engine, loader, *, lookahead: int = 0, tempo=None, osc: dict | None
     ``controller_kw``: the Controller's other collaborators (``reply``,
     ``on_load_ready``, ``hooks``, ``on_events``, ...), given without ``osc``.
     """
-    from stemdeck.control.handlers import Controller
+    from stemdeck.control.controller import Controller
 
     server = None
     if osc is not None:

@@ -272,7 +272,7 @@ class ClockReporter:
     """Turns the engine's beat counter into one :class:`BeatEvent` per beat.
 
     For the reporter thread (it only reads the engine's counters and the
-    Controller's :attr:`~stemdeck.control.handlers.Controller.grid`); poll
+    Controller's :attr:`~stemdeck.control.controller.Controller.grid`); poll
     it every few milliseconds::
 
         reporter = ClockReporter(controller)

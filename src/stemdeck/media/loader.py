@@ -1,7 +1,7 @@
 """MediaLoader: files become samples off the control and audio threads, through the cache.
 
 Holds :class:`MediaLoader`, the loader the live server gives its
-:class:`~stemdeck.control.handlers.Controller` (``submit(path, rate)``
+:class:`~stemdeck.control.controller.Controller` (``submit(path, rate)``
 returns a Future of the sample array, like the handlers' own loaders), plus
 the hooks the Controller calls to tell the cache what it still uses.
 

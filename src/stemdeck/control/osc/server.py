@@ -64,7 +64,7 @@ NO_ENGINE_COMMANDS = frozenset({"/status", "/get_status", "/status.json", "/sync
 
 
 class OscServer:
-    """The live OSC front end of a :class:`~stemdeck.control.handlers.Controller`.
+    """The live OSC front end of a :class:`~stemdeck.control.controller.Controller`.
 
     ``engine``: the running :class:`~stemdeck.engine.engine.Engine`.
     ``host``, ``port``: where to listen (port 0: any free port; see
