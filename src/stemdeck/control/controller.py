@@ -141,7 +141,7 @@ class Controller(Handlers):
         self.stretch = stretch
         self.keylock = [False] * DECKS   # decks asked to keep their key
         if stretch == "keylock":
-            if getattr(engine, "keylock_available", False):
+            if engine.keylock_available:
                 for deck in range(DECKS):
                     engine.set_keylock(deck, True)
                 self.keylock = [True] * DECKS

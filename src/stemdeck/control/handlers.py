@@ -206,7 +206,7 @@ class Handlers:
         self.timeline.quantize = beats
 
     def on_keylock(self, ctx, *, deck, on):
-        if on and not getattr(self.engine, "keylock_available", False):
+        if on and not self.engine.keylock_available:
             raise CommandError(f"deck {DECK_NAMES[deck]}: key lock needs Rubber Band's library "
                                "(librubberband2), which is not installed on this machine "
                                "(apt-get install librubberband2); the deck keeps playback_rate")

@@ -53,11 +53,11 @@ def detail(ctl) -> dict:
         "bar": bar, "beat": beat, "phase": round(phase, 4), "meter": grid.meter,
         "beats": round(max(snap.beats - grid.beat_zero, 0.0), 4), "quantize": timeline.quantize,
     }
-    latency = int(getattr(ctl.engine, "keylock_latency", 0))
+    latency = int(ctl.engine.keylock_latency)
     info["stretch"] = {
         "default": ctl.stretch,
-        "keylock_available": bool(getattr(ctl.engine, "keylock_available", False)),
-        "keylock_engine": getattr(ctl.engine, "keylock_engine", None),
+        "keylock_available": bool(ctl.engine.keylock_available),
+        "keylock_engine": ctl.engine.keylock_engine,
         "keylock_latency_frames": latency,
         "keylock_latency_ms": round(1000.0 * latency / sr, 2),
     }

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from stemdeck.engine import face
 
 #: Beats closer than this to a boundary count as on it (the engine's float sum
 #: of per-block increments drifts by ~1e-12 beats per hour; 1e-7 beats is
@@ -135,7 +134,7 @@ def engine_clock(engine) -> ClockState:
     An engine that does not render (the planner's RecordingEngine) reports
     its frame, bpm and beats from ``stats()``.
     """
-    if not face.renders(engine):
+    if not engine.renders:
         st = engine.stats()
         bpm = float(st.get("bpm", 120.0))
         return ClockState(int(st.get("frame", getattr(engine, "frame", 0))), float(st.get("beats", 0.0)),
@@ -184,7 +183,7 @@ class TempoMap:
         if snap.frame <= self.anchor.frame:
             return
         if not self._changes or self._changes[-1][0] + SETTLE_FRAMES <= snap.frame:
-            if face.renders(engine):
+            if engine.renders:
                 self.anchor = snap
                 self._changes = []
                 return

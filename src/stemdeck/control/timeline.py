@@ -16,7 +16,6 @@ from typing import Any
 from stemdeck.control import spec
 from stemdeck.control.tempo import BeatGrid, TempoMap
 from stemdeck.engine.commands import Soon
-from stemdeck.engine.face import renders
 
 
 @dataclass
@@ -93,7 +92,7 @@ class Timeline:
     def sync_tempo(self, ctx: Ctx) -> None:
         """Fold what the engine has rendered into the tempo map (the planner's
         stand-in engine renders nothing: there time moves with the messages)."""
-        if renders(self.engine):
+        if self.engine.renders:
             self.tempo.sync(self.engine)
         else:
             self.tempo.advance(ctx.now)
@@ -127,7 +126,7 @@ class Timeline:
         # deck's voices render ahead by its latency)
         earliest = int(self.engine.frame) + self.lookahead
         if at is None and keylocked:
-            earliest += int(getattr(self.engine, "keylock_latency", 0))
+            earliest += int(self.engine.keylock_latency)
         b = self.tempo.next_boundary(earliest if at is None else frame, every, self.grid.beat_zero)
         if b < earliest:
             # its time has passed (a group that waited for a load, a late bundle):

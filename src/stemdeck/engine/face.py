@@ -72,9 +72,5 @@ class EngineFace(Protocol):
     def clock_snapshot(self) -> dict: ...
     def ring_free(self) -> int: ...
     def commands_dropped(self) -> int: ...
+    def callback_durations(self) -> Any: ...     # only where ``renders``
 
-
-def renders(engine) -> bool:
-    """``engine.renders``, also for a double written before the face had it
-    (such a double renders nothing)."""
-    return bool(getattr(engine, "renders", False))

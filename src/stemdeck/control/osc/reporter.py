@@ -196,9 +196,8 @@ class Reporter:
                       "latency_ms": (self.clock.output_latency_ns() / 1e9
                                      + block / self.sample_rate) * 1000.0,
                       "underruns": int(st.get("underflows", 0))}
-        durations = getattr(self.engine, "callback_durations", None)
-        if durations is not None and period_ns:
-            d = durations()[-512:]
+        if self.engine.renders and period_ns:          # the planning double has no callbacks
+            d = self.engine.callback_durations()[-512:]
             if len(d):
                 info["dsp_load_avg"] = float(d.mean() / period_ns * 100.0)
                 info["dsp_load_peak"] = float(d.max() / period_ns * 100.0)
