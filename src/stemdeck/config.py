@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stemdeck.engine.commands import (DEFAULT_KEYLOCK_ENGINE, KEYLOCK_ENGINES, MAX_BPM, MIN_BPM,
+from stemdeck.engine.commands import (DEFAULT_KEYLOCK_ENGINE, KEYLOCK_ENGINES, MAX_BPM, MIN_BPM, STRETCH_MODES,
                                       SAMPLE_RATES)
 from stemdeck.errors import UsageError
 
@@ -440,7 +440,7 @@ SETTINGS: dict[str, Setting] = {
             env=("STEMDECK_STRETCH",),
             section="clock",
             key="stretch",
-            parse=_choice(("playback_rate", "keylock")),
+            parse=_choice(STRETCH_MODES),
             valid="playback_rate (pitch follows tempo) or keylock (Rubber Band keeps the pitch)",
             help="how every deck changes tempo when the server starts (/keylock DECK 0|1 switches one live)",
             default="playback_rate",

@@ -34,14 +34,13 @@ from stemdeck.control.handlers import Handlers
 from stemdeck.control.movement import MovementConfig
 from stemdeck.control.tempo import BeatGrid, engine_clock
 from stemdeck.control.timeline import Ctx, Timeline
-from stemdeck.engine.commands import DECKS
+from stemdeck.engine.commands import DECKS, STRETCH_MODES
 from stemdeck.errors import CommandError, MediaError
 from stemdeck.media.simple_loaders import ImmediateLoader
 
 log = logging.getLogger("stemdeck.control")
 
 MAX_WAITING = 4096            # messages waiting for loads; more are refused
-STRETCH_MODES = ("playback_rate", "keylock")
 
 Reply = Callable[[Any, str, tuple], None]
 

@@ -113,3 +113,4 @@ KEYLOCK_ENGINES = ("finer", "faster")  # Rubber Band 3 and 2
 # has the lower latency: a keylocked deck renders 52 ms ahead instead of 70
 # (rubberband.LOOKAHEAD_44K).
 DEFAULT_KEYLOCK_ENGINE = "finer"
+STRETCH_MODES = ("playback_rate", "keylock")   # how a deck follows the tempo: pitch follows, or key lock
