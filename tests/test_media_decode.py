@@ -1,4 +1,4 @@
-"""stemdeck.media.decode: real files written with soundfile, samples measured."""
+"""stemdeck.media.decode and .refusals: real files written with soundfile, samples measured."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import soundfile as sf
 
 from stemdeck.errors import MediaError
 from stemdeck.media import decode
-from stemdeck.media.decode import load_audio, load_audio_with_notes, probe
+from stemdeck.media.decode import load_audio, load_audio_with_notes
+from stemdeck.media.refusals import probe
 from signals import SR, amplitude, peak_hz, residual_db, stereo, wave
 
 

@@ -127,11 +127,11 @@ def test_memory_size_is_the_stored_size(tmp_path):
 
 
 def test_lossy_formats_decode_and_play(tmp_path):
-    from stemdeck.media.decode import _libsndfile_can
+    from stemdeck.media.refusals import libsndfile_can
 
     tone = stereo(wave(440, 1.0, 0.5), wave(880, 1.0, 0.25))
     formats = [("OGG", "VORBIS", "ogg")]
-    if _libsndfile_can()["MP3"]:
+    if libsndfile_can()["MP3"]:
         formats.append(("MP3", "MPEG_LAYER_III", "mp3"))
     for fmt, subtype, suffix in formats:
         path = tmp_path / f"x.{suffix}"

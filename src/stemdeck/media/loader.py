@@ -8,7 +8,7 @@ the hooks the Controller calls to tell the cache what it still uses.
 Two lanes, so a cue of a big WAV never waits behind a decode:
 
 - the *open* thread (one) refuses what is not a readable audio file
-  (missing, directory, empty, not audio: :mod:`stemdeck.media.decode`'s
+  (missing, directory, empty, not audio: :mod:`stemdeck.media.refusals`'
   rules and messages), answers from the cache, and memory-maps PCM at the
   engine's rate (:mod:`stemdeck.media.mapped`), faulting in its first
   ``prefault_seconds`` so the first blocks play from memory; a 140 MB WAV
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from stemdeck.errors import MediaError
 from stemdeck.media import mapped
+from stemdeck.media.refusals import clock, libsndfile_can, preflight, probe, short_file_note
 from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
 from stemdeck.media.guard import Owner, map_guarded
 
@@ -284,10 +285,8 @@ class MediaLoader:
     # -- the open lane ---------------------------------------------------------------------------------
     def _open(self, req: _Request) -> None:
         """Refuse, answer from the cache, join a load in progress, map, or queue a decode."""
-        from stemdeck.media import decode
-
         try:
-            kind, _wav = decode._preflight(req.path)       # missing, directory, empty, unreadable...
+            kind, _wav = preflight(req.path)       # missing, directory, empty, unreadable...
             signature = file_signature(req.path)
         except Exception as exc:
             self._unpin(req)
@@ -311,7 +310,7 @@ class MediaLoader:
             self._inflight[req.key] = work
         try:
             if kind is None or not kind.audio or not kind.decodable:
-                decode.probe(req.path)        # libsndfile's verdict and the refusal message, quickly
+                probe(req.path)               # libsndfile's verdict and the refusal message, quickly
             work.plan = mapped.plan_load(req.path, req.rate)
             if work.plan.instant:
                 work.started = True
@@ -325,11 +324,9 @@ class MediaLoader:
 
     def _map(self, work: _Work, *, checked_float: bool = False) -> bool:
         """Map a PCM file; False (and nothing done) when it should be decoded."""
-        from stemdeck.media import decode
-
         t0 = time.perf_counter()
         layout = work.plan.layout
-        info = decode.probe(work.path)            # the shared refusal rules, and a second opinion
+        info = probe(work.path)                   # the shared refusal rules, and a second opinion
         if int(info.samplerate) != work.rate or info.channels != layout.channels or info.frames < 1:
             work.plan = mapped.Plan("decode", "its header and libsndfile disagree", layout)
             return False
@@ -364,9 +361,7 @@ class MediaLoader:
             populate(data, 0, int(self.prefault_seconds * work.rate))
             populate(data, frames - min(frames, 1024), frames)    # a loop's seam reads the last frames
         if layout.declared_frames > frames:
-            log.warning("%s is shorter than its header says: %s of %s present (a truncated copy?); "
-                        "playing what is there", work.path, _clock(frames / work.rate),
-                        _clock(layout.declared_frames / work.rate))
+            log.warning("%s", short_file_note(work.path, frames, layout.declared_frames, work.rate))
         describe = f"{layout.describe()}, memory-mapped"
         self._complete(work, data, "mapped", describe, t0)
         return True
@@ -413,7 +408,7 @@ class MediaLoader:
             if plan.how == "map" and self._map(work):
                 return
             plan = work.plan
-            info = decode.probe(work.path)
+            info = probe(work.path)
             if plan.how == "copy":
                 layout = plan.layout
                 frames = min(layout.frames, int(info.frames))
@@ -427,7 +422,7 @@ class MediaLoader:
             frames = math.ceil(info.frames * work.rate / info.samplerate) + 2
             work.reservation = self.cache.reserve(
                 work.key, frames * 8, work.path, evict=work.evict,
-                detail=f"{_clock(info.frames / info.samplerate)} decoded to float32 stereo")
+                detail=f"{clock(info.frames / info.samplerate)} decoded to float32 stereo")
             audio, notes = decode.load_audio_with_notes(work.path, work.rate)
             for note in notes:
                 log.warning("%s", note)
@@ -487,7 +482,7 @@ def _warm_up() -> None:
     try:
         from stemdeck.media import decode, readahead  # noqa: F401
 
-        decode._libsndfile_can()
+        libsndfile_can()
     except Exception:      # the load itself will say what is wrong
         pass
 
@@ -525,8 +520,3 @@ def _media_error(exc: BaseException, path: str) -> BaseException:
         return MediaError(f"cannot read: {path} ({exc.strerror or exc})")
     log.error("loading %s failed unexpectedly", path, exc_info=exc)
     return MediaError(f"cannot load {path}: internal error: {type(exc).__name__}: {exc}")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60.0)
-    return f"{int(m)}:{s:06.3f}"

@@ -1,10 +1,10 @@
-"""What the decoder and the sample mapper both read in uncompressed files: the RIFF/AIFF chunk walk.
+"""What the refusal rules and the sample mapper both read in uncompressed files: the RIFF/AIFF chunk walk.
 
 WAV (RIFF, RIFX, RF64, BW64) and AIFF (FORM) headers are a list of chunks,
 each an ID, a 32-bit length and a body padded to an even length.
-:mod:`stemdeck.media.decode` walks them to explain a refusal and to downmix;
+:mod:`stemdeck.media.refusals` walks them to explain a refusal and to downmix;
 :mod:`stemdeck.media.mapped` walks them to find the samples it maps. Also
-:data:`FLOAT_LIMIT`, where both stop trusting a float sample.
+:data:`FLOAT_LIMIT`, where the decoder and the mapper stop trusting a float sample.
 
 Pure Python, any thread; the caller owns the open file.
 """

@@ -75,7 +75,7 @@ class ProbeLoader:
     def submit(self, path: str, sample_rate: int) -> Future:
         future: Future = Future()
         try:
-            from stemdeck.media.decode import probe
+            from stemdeck.media.refusals import probe
 
             info = probe(path)
             frames = math.ceil(info.frames * sample_rate / info.samplerate)
