@@ -21,7 +21,7 @@ Two lanes, so a cue of a big WAV never waits behind a decode:
 Each successful result carries one *hold* on its cache entry; the
 Controller keeps it while a buffer uses the sample and gives it back with
 :meth:`release_sample` (or at once if nobody took the result). Loads of
-one file at the same time are done once.
+one file at the same time are done once (:mod:`stemdeck.media.loads`).
 
 Threads: :meth:`submit`, :meth:`fetch` and the hooks from the control
 thread (or any one thread); futures complete on the loader's threads
@@ -43,53 +43,18 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 from stemdeck.errors import MediaError
 from stemdeck.media import mapped
 from stemdeck.media.refusals import clock, libsndfile_can, preflight, probe, short_file_note
-from stemdeck.media.sample_cache import MB, BudgetFull, SampleCache, file_signature, mb, sample_key
+from stemdeck.media.sample_cache import MB, SampleCache, file_signature, mb, sample_key
 from stemdeck.media.guard import Owner, map_guarded
+from stemdeck.media.loads import CLIENT, PRELOAD, InFlight, Request, Work, finish, requests_of
 
 log = logging.getLogger("stemdeck.media")
 
-CLIENT, PRELOAD = 0, 1            # queue priorities: lower first
 PREFAULT_SECONDS = 1.0           # faulted in before a mapped file is ready; read-ahead takes over
 DECODER_NICE = 5
-
-
-@dataclass
-class _Request:
-    path: str
-    key: str
-    rate: int
-    future: Future
-    priority: int
-    evict: bool
-    preload: bool
-    pinned: bool = False
-
-
-@dataclass
-class _Work:
-    """One load of one file, shared by every request for it meanwhile."""
-    key: str
-    path: str
-    rate: int
-    signature: tuple
-    requests: list = field(default_factory=list)
-    plan: mapped.Plan | None = None
-    priority: int = PRELOAD
-    started: bool = False
-    reservation: object = None
-
-    @property
-    def evict(self) -> bool:
-        return any(r.evict for r in self.requests)
-
-    @property
-    def preload(self) -> bool:
-        return all(r.preload for r in self.requests)
 
 
 class MediaLoader:
@@ -116,15 +81,15 @@ class MediaLoader:
             from stemdeck.media.readahead import DEFAULT_SECONDS, ReadAhead
 
             self.readahead = ReadAhead(engine, seconds=readahead_seconds or DEFAULT_SECONDS)
-        self._lock = threading.Lock()
-        self._inflight: dict[str, _Work] = {}
+        self._flight = InFlight(self.cache, self.readahead)
+        self._start_lock = threading.Lock()
         self._open_q: queue.PriorityQueue = queue.PriorityQueue()
         self._decode_q: queue.PriorityQueue = queue.PriorityQueue()
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
         self._closed = False
         self._batch = threading.local()          # set inside preloading()
-        self.loads = {"mapped": 0, "decoded": 0, "copied": 0, "cached": 0, "refused": 0}
+        self.loads = self._flight.counts         # how loads ended, by kind
         # the file guard reports files changed under playback here (the server tells /notify)
         self.on_file_event = on_file_event
         self._owner = Owner(self._in_use, self._file_changed, self._file_event)
@@ -170,8 +135,8 @@ class MediaLoader:
                     item = q.get_nowait()[2]
                 except queue.Empty:
                     break
-                for req in _requests_of(item):
-                    self._unpin(req)
+                for req in requests_of(item):
+                    self._flight.unpin(req)
                     if not req.future.done():
                         req.future.set_exception(MediaError(f"not loaded: the server is stopping ({req.path})"))
         for q in (self._open_q, self._decode_q):
@@ -221,7 +186,7 @@ class MediaLoader:
 
     def cache_status(self) -> dict:
         out = self.cache.status()
-        out["loading"] = len(self._inflight)
+        out["loading"] = len(self._flight.works)
         out["loads"] = dict(self.loads)
         if self.readahead is not None:
             out["readahead"] = self.readahead.stats()
@@ -231,7 +196,7 @@ class MediaLoader:
     def _request(self, path, rate, priority, *, evict, preload) -> Future:
         future: Future = Future()
         key = sample_key(path)
-        req = _Request(os.fspath(path), key, int(rate), future, priority, evict, preload)
+        req = Request(os.fspath(path), key, int(rate), future, priority, evict, preload)
         if self._closed:
             future.set_exception(MediaError(f"not loaded: the server is stopping ({req.path})"))
             return future
@@ -248,7 +213,7 @@ class MediaLoader:
     def _start_threads(self) -> None:
         if self._threads:
             return
-        with self._lock:
+        with self._start_lock:
             if self._threads:
                 return
             lanes = [("stemdeck-open", self._open_loop)]
@@ -283,22 +248,22 @@ class MediaLoader:
             del work
 
     # -- the open lane ---------------------------------------------------------------------------------
-    def _open(self, req: _Request) -> None:
+    def _open(self, req: Request) -> None:
         """Refuse, answer from the cache, join a load in progress, map, or queue a decode."""
         try:
             kind, _wav = preflight(req.path)       # missing, directory, empty, unreadable...
             signature = file_signature(req.path)
         except Exception as exc:
-            self._unpin(req)
-            self._fail_request(req, exc)
+            self._flight.unpin(req)
+            self._flight.fail_request(req, exc)
             return
-        with self._lock:
+        with self._flight.lock:
             entry = self.cache.get(req.key, signature, pinned=req.pinned)
             if entry is not None:
                 self.loads["cached"] += 1
-                _finish(req.future, entry.data)
+                finish(req.future, entry.data)
                 return
-            work = self._inflight.get(req.key)
+            work = self._flight.works.get(req.key)
             if work is not None:
                 work.requests.append(req)
                 if req.priority < work.priority and not work.started:
@@ -306,8 +271,8 @@ class MediaLoader:
                     if work.plan is not None:
                         self._decode_q.put((req.priority, next(self._seq), work))
                 return
-            work = _Work(req.key, req.path, req.rate, signature, [req], priority=req.priority)
-            self._inflight[req.key] = work
+            work = Work(req.key, req.path, req.rate, signature, [req], priority=req.priority)
+            self._flight.works[req.key] = work
         try:
             if kind is None or not kind.audio or not kind.decodable:
                 probe(req.path)               # libsndfile's verdict and the refusal message, quickly
@@ -318,11 +283,11 @@ class MediaLoader:
                     return
                 work.started = False
         except Exception as exc:
-            self._fail_work(work, exc)
+            self._flight.fail_work(work, exc)
             return
         self._decode_q.put((work.priority, next(self._seq), work))
 
-    def _map(self, work: _Work, *, checked_float: bool = False) -> bool:
+    def _map(self, work: Work, *, checked_float: bool = False) -> bool:
         """Map a PCM file; False (and nothing done) when it should be decoded."""
         t0 = time.perf_counter()
         layout = work.plan.layout
@@ -363,10 +328,10 @@ class MediaLoader:
         if layout.declared_frames > frames:
             log.warning("%s", short_file_note(work.path, frames, layout.declared_frames, work.rate))
         describe = f"{layout.describe()}, memory-mapped"
-        self._complete(work, data, "mapped", describe, t0)
+        self._flight.complete(work, data, "mapped", describe, t0)
         return True
 
-    def _map_guarded(self, work: _Work, layout, frames: int):
+    def _map_guarded(self, work: Work, layout, frames: int):
         """The mapped samples, guarded against changes to the file; None (and
         the plan changed to reading it) when the file cannot be guarded."""
         mm, why = map_guarded(work.path, work.key, self._owner)
@@ -396,7 +361,7 @@ class MediaLoader:
             self.on_file_event(what, path, outcome)
 
     # -- the decode lane ----------------------------------------------------------------------------------
-    def _decode(self, work: _Work) -> None:
+    def _decode(self, work: Work) -> None:
         if work.started:                  # a queue-jump left a second item for the same work
             return
         work.started = True
@@ -416,7 +381,7 @@ class MediaLoader:
                                                       evict=work.evict, detail=f"{layout.bits}-bit, "
                                                       "read into memory")
                 data = mapped.copy_samples(work.path, layout, frames)
-                self._complete(work, data, "copied", f"{layout.describe()}, read into memory "
+                self._flight.complete(work, data, "copied", f"{layout.describe()}, read into memory "
                                f"({plan.reason.split(':')[0]})", t0)
                 return
             frames = math.ceil(info.frames * work.rate / info.samplerate) + 2
@@ -428,45 +393,9 @@ class MediaLoader:
                 log.warning("%s", note)
             what = (plan.layout.describe() if plan.layout is not None
                     else f"{info.format_info} {info.subtype_info}, {info.samplerate} Hz")
-            self._complete(work, audio, "decoded", f"{what}, decoded ({plan.reason})", t0)
+            self._flight.complete(work, audio, "decoded", f"{what}, decoded ({plan.reason})", t0)
         except Exception as exc:
-            self._fail_work(work, exc)
-
-    # -- finishing ----------------------------------------------------------------------------------------
-    def _complete(self, work: _Work, data, kind: str, describe: str, t0: float) -> None:
-        with self._lock:
-            reqs = list(work.requests)
-            entry = self.cache.commit(work.reservation, data, kind, work.signature, holds=len(reqs),
-                                      preloaded=work.preload, describe=describe, shown=work.path,
-                                      key=work.key)
-            self._inflight.pop(work.key, None)
-        work.reservation = None
-        if kind == "mapped" and self.readahead is not None:
-            self.readahead.register(entry.data)
-        self.loads[kind] += 1
-        log.debug("loaded %s: %s, %s, in %.0f ms", work.path, describe, mb(entry.nbytes),
-                  (time.perf_counter() - t0) * 1000)
-        for req in reqs:
-            _finish(req.future, entry.data)
-
-    def _fail_work(self, work: _Work, exc: BaseException) -> None:
-        self.cache.cancel(work.reservation)
-        work.reservation = None
-        with self._lock:
-            reqs = list(work.requests)
-            self._inflight.pop(work.key, None)
-        for req in reqs:
-            self._fail_request(req, exc)
-
-    def _fail_request(self, req: _Request, exc: BaseException) -> None:
-        if not isinstance(exc, BudgetFull):
-            self.loads["refused"] += 1
-        _fail(req.future, _media_error(exc, req.path))
-
-    def _unpin(self, req: _Request) -> None:
-        if req.pinned:
-            self.cache.release(req.key)
-            req.pinned = False
+            self._flight.fail_work(work, exc)
 
     def _on_drop(self, entry) -> None:
         if entry.kind == "mapped" and self.readahead is not None:
@@ -485,38 +414,3 @@ def _warm_up() -> None:
         libsndfile_can()
     except Exception:      # the load itself will say what is wrong
         pass
-
-
-def _requests_of(item):
-    if item is None:
-        return []
-    if isinstance(item, _Work):
-        return list(item.requests)
-    return [item]
-
-
-def _finish(future: Future, data) -> None:
-    if not future.done():
-        future.set_result(data)
-
-
-def _fail(future: Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
-def _media_error(exc: BaseException, path: str) -> BaseException:
-    """Every failure reaches the client as a reason a person can act on."""
-    if isinstance(exc, MediaError):
-        return exc
-    if isinstance(exc, MemoryError):
-        return MediaError(f"not enough memory to load {path}: free some buffers or use a smaller file")
-    if isinstance(exc, PermissionError):
-        return MediaError(f"cannot read (permission denied): {path}; check the permissions of the file "
-                          "and the folders above it")
-    if isinstance(exc, FileNotFoundError):
-        return MediaError(f"no such file: {path} (it disappeared while loading)")
-    if isinstance(exc, OSError):
-        return MediaError(f"cannot read: {path} ({exc.strerror or exc})")
-    log.error("loading %s failed unexpectedly", path, exc_info=exc)
-    return MediaError(f"cannot load {path}: internal error: {type(exc).__name__}: {exc}")
