@@ -5,7 +5,7 @@ runs ``stemdeck tune`` as a subprocess pointed at it (PortAudio reads
 ``JACK_DEFAULT_SERVER`` when it initialises). Sizes are measured for 1.5 s
 (``--seconds 1.5``) to keep the file short. The overload and refusal use the
 tune command's documented test hooks (``STEMDECK_TUNE_TEST_EXTRA_LOAD``,
-``STEMDECK_TUNE_TEST_REFUSE``, see stemdeck.tools.tune_sweep).
+``STEMDECK_TUNE_TEST_REFUSE``, see stemdeck.tools.tune_load).
 """
 
 from __future__ import annotations

@@ -202,7 +202,8 @@ def run(args) -> int:
 
     from stemdeck import __version__
     from stemdeck.tools import tune_report as report_mod
-    from stemdeck.tools.tune_sweep import WARMUP_SECONDS, Plan, Sweep, parse_test_hooks
+    from stemdeck.tools.tune_load import parse_test_hooks
+    from stemdeck.tools.tune_sweep import WARMUP_SECONDS, Plan, Sweep
 
     settings = config.resolve(args, SETTINGS)
     for warning in settings.warnings:
