@@ -200,10 +200,10 @@ def test_a_dropped_loader_lets_go_of_its_files(tmp_path):
     import gc
 
     g = guard.file_guard()
-    before = g.guarded()
+    path = _wav(tmp_path / "a.wav", 2.0, 441.0)
     loader = MediaLoader(None, cache_mb=512, immediate=True)
-    data = loader.submit(_wav(tmp_path / "a.wav", 2.0, 441.0), SR).result()
-    assert g.guarded() == before + 1
+    data = loader.submit(path, SR).result()
+    assert g.guarding(path)
     del data, loader
     gc.collect()
-    assert g.guarded() == before
+    assert not g.guarding(path)

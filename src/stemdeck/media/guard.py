@@ -219,8 +219,14 @@ class FileGuard:
             self._unlease(fd)
 
     def guarded(self) -> int:
+        """How many mappings hold a lease now."""
         with self._lock:
             return len(self._by_fd)
+
+    def guarding(self, path: str) -> bool:
+        """Whether a mapping of ``path`` holds a lease now."""
+        with self._lock:
+            return any(g.path == path for g in self._by_fd.values())
 
     def _wake(self) -> None:
         signal.pthread_kill(self._thread.ident, self.signum)
