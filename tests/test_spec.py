@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from stemdeck.control import spec
+from stemdeck.control.arg_types import bound_text
 from stemdeck.control.controller import Controller
 from stemdeck.control.planning import RecordingEngine
 from stemdeck.media.simple_loaders import ImmediateLoader, ThreadedLoader
@@ -159,7 +160,7 @@ def test_numeric_argument_validation(address, i):
     if arg.hi is not None:
         too_big = arg.hi + (1 if arg.type == "int" else arg.hi * 0.5 + 1)
         fails(address, _with(msg, i, too_big), f"{arg.name} ", "out of range",
-              f"{spec._fmt(arg.lo)}..{spec._fmt(arg.hi)}")
+              f"{bound_text(arg.lo)}..{bound_text(arg.hi)}")
     if arg.lo is not None:
         fails(address, _with(msg, i, arg.lo - 1), "out of range")
     if arg.type == "int":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from stemdeck.control import spec
+from stemdeck.control.arg_types import bound_text
 from stemdeck.control.osc.schedule import HORIZON_S, MAX_AHEAD_S, MAX_SCHEDULED
 
 HEADER = f"""\
@@ -68,7 +69,7 @@ def _range(arg: spec.Arg) -> str:
         return "0 or 20..400"
     if arg.lo is None and arg.hi is None:
         return ""
-    text = f"{spec._fmt(arg.lo)}..{spec._fmt(arg.hi)}"
+    text = f"{bound_text(arg.lo)}..{bound_text(arg.hi)}"
     return f"{text} {arg.unit}" if arg.unit else text
 
 

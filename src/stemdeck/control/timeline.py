@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stemdeck.control import spec
+from stemdeck.control.arg_types import QUANTIZE_BAR
 from stemdeck.control.tempo import BeatGrid, TempoMap
 from stemdeck.engine.commands import Soon
 
@@ -109,7 +110,7 @@ class Timeline:
 
     def grid_every(self, quantize) -> float:
         q = self.quantize if quantize is None else quantize
-        if q == spec.QUANTIZE_BAR:
+        if q == QUANTIZE_BAR:
             return float(self.grid.meter)
         return float(q or 0)
 
