@@ -11,15 +11,13 @@ master out over 50 ms, closes the stream, writes the recording, prints a
 summary and exits 0 (1 if the audio device was lost for longer than
 ``reconnect``).
 
-``score``: a score file (:mod:`stemdeck.control.score`) played live: its
-times are seconds from the score's start, which is half a second after
-``ready`` (the line ``score: ... starts at engine frame N`` gives the
-frame). Each line is posted about a second ahead with ``at=`` its exact
-frame, so the engine applies it on that frame; the posting loop paces
-itself by the engine's clock and never sleeps to schedule inside the
-engine. With ``record`` started before the audio, frame ``i`` of the
-recording is engine frame ``i``, so the recording from frame N on is the
-offline render of the same score (``stemdeck render``).
+``score``: a score file (:mod:`stemdeck.control.score`) played live
+(:mod:`stemdeck.control.score_player`): its times are seconds from the
+score's start, which is half a second after ``ready`` (the line ``score:
+... starts at engine frame N`` gives the frame). With ``record`` started
+before the audio, frame ``i`` of the recording is engine frame ``i``, so
+the recording from frame N on is the offline render of the same score
+(``stemdeck render``).
 
 Threads: the thread that calls :meth:`Server.run` runs an asyncio loop, the
 control thread: the Controller, the score player and the OSC server all run
@@ -46,11 +44,10 @@ import threading
 import time
 
 from stemdeck import app, config
+from stemdeck.control.score_player import play_score
 
 TEST_LATE_ENV = "STEMDECK_TEST_LATE_CALLBACK_MS"
 FADE_SECONDS = 0.05
-SCORE_LEAD_SECONDS = 0.5       # the score starts this long after ready
-SCORE_AHEAD_SECONDS = 1.0      # lines are posted this far ahead of their frame
 POLL_SECONDS = 0.1             # the Controller's tick when no OSC server runs the control loop
 DEFAULT_RECONNECT = 30.0
 
@@ -268,7 +265,8 @@ class Server:
             if self.osc is None:                 # else the OSC server's control loop ticks the Controller
                 tasks.append(asyncio.ensure_future(self._poll_controller()))
             if self._score_lines is not None:
-                tasks.append(asyncio.ensure_future(self._play_score(self._score_lines)))
+                tasks.append(asyncio.ensure_future(play_score(self.engine, self.controller, self._score_lines,
+                                                              on_start=self._score_started)))
             late_ms = self.test_late_ms
             if late_ms is None and os.environ.get(TEST_LATE_ENV):
                 try:
@@ -390,29 +388,9 @@ class Server:
         log.info("test hook %s: making one callback %g ms late", TEST_LATE_ENV, ms)
         self.engine.make_late(ms * 1000.0)
 
-    async def _play_score(self, lines) -> None:
-        engine, sr = self.engine, self.engine.sample_rate
-        start = engine.frame + round(SCORE_LEAD_SECONDS * sr)
-        self.score_start_frame = start
-        late_before = engine.stats()["late_commands"]
-        self.say(f"score: {self.score_path}, {len(lines)} messages, starts at engine frame {start}")
-        ahead = round(SCORE_AHEAD_SECONDS * sr)
-        for line in lines:
-            frame = start + round(line.time * sr)
-            while True:
-                wait = frame - ahead - engine.frame
-                if wait <= 0:
-                    break
-                # the audio clock may stop (device lost): look again at least every 0.25 s
-                await asyncio.sleep(min(wait / sr, 0.25))
-            self.controller.dispatch(line.call, at=frame, sender=line.where)
-        last = start + round(lines[-1].time * sr)
-        while engine.frame < last:
-            await asyncio.sleep(min(max((last - engine.frame) / sr, 0.01), 0.25))
-        late = engine.stats()["late_commands"] - late_before
-        log.info("score: all %d messages played%s", len(lines),
-                 f"; {late} commands ran late (a load took longer than the {SCORE_AHEAD_SECONDS:g} s "
-                 "look-ahead)" if late else "")
+    def _score_started(self, frame: int) -> None:
+        self.score_start_frame = frame
+        self.say(f"score: {self.score_path}, {len(self._score_lines)} messages, starts at engine frame {frame}")
 
 
 def say_line(line: str, stream=None) -> None:
