@@ -8,7 +8,7 @@ underruns during the load, memory growth, and major page faults in callbacks on 
 Generates a 140 MB 16-bit 44.1 kHz stereo WAV (about 13 minutes; kept in a
 temporary folder unless ``--file`` names where), drops it from the page
 cache (``posix_fadvise(DONTNEED)``: a cold cache without root), and plays
-the reference workload (DESIGN.md; 16 stems, 30 s sources at rate 1.05,
+the reference workload (src/stemdeck/tools/workload.py; 16 stems, 30 s sources at rate 1.05,
 EQ, limiter) at ``--block`` frames: on a JACK dummy server (``jackd -d
 dummy -p BLOCK``, started here; tests/jackserver.py) through PortAudio's
 JACK host API, or on the null backend's real-time clock. Then, from the

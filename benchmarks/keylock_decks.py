@@ -4,7 +4,7 @@
                                                  [--offline-seconds 20] [--seconds 60]
                                                  [--no-jack] [--json FILE]
 
-The reference workload (DESIGN.md; :func:`stemdeck.tools.workload.build_reference_workload`):
+The reference workload (:func:`stemdeck.tools.workload.build_reference_workload`):
 16 stems, 4 per deck, 30 s stereo sources looping at rate 1.05 (126 on a
 base of 120) through the interpolating resampler, every deck's EQ at
 non-unity gains, crossfader at centre, limiter on. Key lock on all four

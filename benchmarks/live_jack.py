@@ -6,7 +6,7 @@
 Starts its own ``jackd -d dummy -r 44100 -p PERIOD`` (tests/jackserver.py)
 and, in this process, a ``stemdeck serve`` server (:class:`Server`, PortAudio's
 JACK host API, ``--buffer-size BLOCK``) playing the reference workload
-(DESIGN.md: 16 stems, 4 per deck, 30 s stereo sources looping at rate
+(src/stemdeck/tools/workload.py: 16 stems, 4 per deck, 30 s stereo sources looping at rate
 1.05, EQ on every deck at non-unity gains, crossfader at centre, limiter
 on; :func:`stemdeck.tools.workload.build_reference_workload`). Then, for
 ``--seconds`` each:

@@ -278,7 +278,7 @@ def test_busy_python_threads_and_gc_churn_cause_no_underruns(jack_server, monkey
     around it), against the same count for a witness client (jack_metro)
     in the same window. A callback that needed the GIL would be late
     nearly every period here (three threads holding it for 50 ms slices:
-    hundreds of xruns in 4 s, DESIGN.md measured 1,740 in 10 s).
+    hundreds of xruns in 4 s; the first design study measured 1,740 in 10 s).
 
     jackd also blames a client it woke whose thread the kernel had not run
     yet (*Triggered*). That is the machine, not Python: the thread is

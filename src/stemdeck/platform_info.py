@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Default buffer size (frames) per tier. The Pi 4 must hold the reference
-# workload at 1024 (DESIGN.md); a Pi 5 and an ordinary desktop at 512; a
+# workload at 1024 (tools/workload.py); a Pi 5 and an ordinary desktop at 512; a
 # strong desktop at 256. Boards older than the Pi 4 are slower than it, so
 # they start larger rather than at the "other machine" 512.
 TIER_BUFFER_SIZE = {

@@ -5,7 +5,7 @@
                   [--with-load] [--keylock] [--volume GAIN | --silent] [--headroom PERCENT]
                   [--report tune.md] [--json FILE] [--plot tune.png] [--write-config] [--realtime]
 
-Plays the reference workload (DESIGN.md: 16 stems at rate 1.05 through the
+Plays the reference workload (tools/workload.py: 16 stems at rate 1.05 through the
 resampler, EQ on every deck, limiter on) on the chosen output at each
 buffer size in turn, smallest first (:mod:`stemdeck.tools.tune_sweep`; on
 JACK the server's period is set to each size and put back afterwards),

@@ -1,4 +1,4 @@
-"""The reference workload every benchmark runs (DESIGN.md): sixteen stems,
+"""The reference workload every benchmark and `tune` runs: sixteen stems,
 four per deck A-D, each a 30 s stereo source, looping at rate 1.05 (tempo
 126 on a base of 120) through the interpolating resampler; every deck's EQ
 at non-unity gains; crossfader at centre; master limiter on.
