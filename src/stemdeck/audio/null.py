@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from stemdeck.threads import thread
+
 log = logging.getLogger("stemdeck.audio")
 
 PA_OUTPUT_UNDERFLOW = 0x4        # the flag the kernel counts as an underflow
@@ -72,7 +74,7 @@ class NullOutput:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stemdeck-null-clock", daemon=True)
+        self._thread = thread(self._run, "sd-null-clock")
         self.state = "running"
         self._thread.start()
 

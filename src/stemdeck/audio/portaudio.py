@@ -37,6 +37,7 @@ from stemdeck.audio.jack_orphans import server_name
 from stemdeck.audio.pa_runtime import JACK_HOSTAPI, runtime
 from stemdeck.engine.commands import SAMPLE_RATES
 from stemdeck.errors import DeviceError, UsageError
+from stemdeck.threads import thread
 
 log = logging.getLogger("stemdeck.audio")
 
@@ -121,7 +122,7 @@ class PortAudioOutput:
         self._start_stream()
         self.state = "running"
         self._stop.clear()
-        self._monitor = threading.Thread(target=self._watch, name="stemdeck-audio-monitor", daemon=True)
+        self._monitor = thread(self._watch, "sd-audio-monitor")
         self._monitor.start()
 
     def close(self) -> None:
@@ -263,7 +264,7 @@ class PortAudioOutput:
             except Exception as exc:       # a dying device: closing is best effort
                 log.debug("closing the stream: %s", exc)
 
-        t = threading.Thread(target=close, name="stemdeck-audio-close", daemon=True)
+        t = thread(close, "sd-audio-close")
         t.start()
         t.join(CLOSE_TIMEOUT)
         if t.is_alive():

@@ -36,8 +36,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import threading
 from dataclasses import dataclass
+
+from stemdeck.threads import thread
 
 DEFAULT_PRIORITY = 70          # SCHED_FIFO 1..99; above IRQ threads' 50, below JACK's watchdog
 CAP_SYS_NICE = 23
@@ -135,7 +136,7 @@ def check_permission(priority: int = DEFAULT_PRIORITY) -> tuple[bool, str]:
                 pass
         result.append((ok, message))
 
-    t = threading.Thread(target=probe, name="stemdeck-rt-probe", daemon=True)
+    t = thread(probe, "sd-rt-probe")
     t.start()
     t.join(5.0)
     return result[0] if result else (False, "the real-time probe did not finish")

@@ -43,6 +43,7 @@ import time
 import numpy as np
 
 from stemdeck.errors import UsageError
+from stemdeck.threads import thread
 
 log = logging.getLogger("stemdeck.audio")
 
@@ -261,7 +262,7 @@ class Recorder:
                              f"{describe_os_error(exc)}") from None
         self.state = "recording"
         self.engine.set_recording(True)
-        self._thread = threading.Thread(target=self._run, name="stemdeck-recorder", daemon=True)
+        self._thread = thread(self._run, "sd-recorder")
         self._thread.start()
 
     def stop(self) -> dict:

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from stemdeck.threads import thread
+
 
 log = logging.getLogger("stemdeck.telemetry")
 
@@ -146,7 +148,7 @@ class Telemetry:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stemdeck-telemetry", daemon=True)
+        self._thread = thread(self._run, "sd-telemetry")
         self._thread.start()
 
     def stop(self) -> None:

@@ -15,7 +15,7 @@ mapping and copies only when a file actually changes:
   on its file. The kernel makes any program that opens the file for
   writing or truncates it wait (up to ``/proc/sys/fs/lease-break-time``,
   45 s by default) and sends this process a signal first.
-- The guard's thread (``stemdeck-files``) gets that signal and, while the writer
+- The guard's thread (``sd-files``) gets that signal and, while the writer
   still waits, copies the mapped bytes into anonymous memory and moves the
   copy onto the mapping's own addresses in one ``mremap`` call. The engine,
   the cache and the read-ahead thread keep the same pointer; the bytes
@@ -55,6 +55,8 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable
+
+from stemdeck.threads import thread
 
 log = logging.getLogger("stemdeck.media")
 
@@ -123,7 +125,7 @@ class Owner:
 
 
 class FileGuard:
-    """The process's guard: leases, the inotify watch, and the ``stemdeck-files`` thread."""
+    """The process's guard: leases, the inotify watch, and the ``sd-files`` thread."""
 
     def __init__(self):
         self._libc = _load_libc()
@@ -140,7 +142,7 @@ class FileGuard:
         # and look at the lease's state once routed (see _lease)
         self._libc.signal(self.signum, 1)          # SIG_IGN
         self._inotify = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        self._thread = threading.Thread(target=self._run, name="stemdeck-files", daemon=True)
+        self._thread = thread(self._run, "sd-files")
         self._thread.start()
         self._ready.wait(5.0)
 

@@ -50,6 +50,7 @@ from stemdeck.media.refusals import clock, libsndfile_can, preflight, probe, sho
 from stemdeck.media.sample_cache import MB, SampleCache, file_signature, mb, sample_key
 from stemdeck.media.guard import Owner, map_guarded
 from stemdeck.media.loads import CLIENT, PRELOAD, InFlight, Request, Work, finish, requests_of
+from stemdeck.threads import thread
 
 log = logging.getLogger("stemdeck.media")
 
@@ -216,10 +217,10 @@ class MediaLoader:
         with self._start_lock:
             if self._threads:
                 return
-            lanes = [("stemdeck-open", self._open_loop)]
-            lanes += [(f"stemdeck-decode-{i}", self._decode_loop) for i in range(self.workers)]
+            lanes = [("sd-loader-open", self._open_loop)]
+            lanes += [(f"sd-decode-{i}", self._decode_loop) for i in range(self.workers)]
             for name, target in lanes:
-                t = threading.Thread(target=target, name=name, daemon=True)
+                t = thread(target, name)
                 t.start()
                 self._threads.append(t)
             if self.readahead is not None:

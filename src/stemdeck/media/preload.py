@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 
 from stemdeck.engine.commands import MAX_BUFFER_ID
 from stemdeck.errors import MediaError, UsageError
+from stemdeck.threads import thread
 
 log = logging.getLogger("stemdeck.media")
 
@@ -195,7 +196,7 @@ class Preload:
                 self._futures.append((item, _done_already(self.controller, item.buffer_id)))
         for index, (item, future) in enumerate(self._futures):
             future.add_done_callback(lambda f, i=index: self._finished(i, f))
-        self._thread = threading.Thread(target=self._progress, name="stemdeck-preload", daemon=True)
+        self._thread = thread(self._progress, "sd-preload")
         self._thread.start()
         return self
 

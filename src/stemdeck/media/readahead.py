@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from stemdeck.threads import thread
+
 log = logging.getLogger("stemdeck.media")
 
 PAGE = mmap.PAGESIZE
@@ -174,7 +176,7 @@ class ReadAhead:
     def start(self) -> None:
         if self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="stemdeck-readahead", daemon=True)
+            self._thread = thread(self._run, "sd-readahead")
             self._thread.start()
 
     def stop(self) -> None:

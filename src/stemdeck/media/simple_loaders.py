@@ -51,7 +51,7 @@ class ThreadedLoader:
 
     def __init__(self, workers: int = 1, load: Callable[[str, int], Any] = decode):
         self.load = load
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stemdeck-loader")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sd-loader")
 
     def submit(self, path: str, sample_rate: int) -> Future:
         return self._pool.submit(self.load, path, sample_rate)

@@ -22,7 +22,7 @@ production use, documented in docs/tuning.md):
   size fails as a device refusing the size would.
 
 Threads: :class:`Stress` runs on the caller's (main) thread, the control
-thread; :class:`ExtraLoad` is its own thread, ``stemdeck-tune-extra-load``.
+thread; :class:`ExtraLoad` is its own thread, ``sd-tune-load``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import threading
 import time
 
 from stemdeck.errors import UsageError
+from stemdeck.threads import thread
 
 EXTRA_LOAD_ENV = "STEMDECK_TUNE_TEST_EXTRA_LOAD"
 REFUSE_ENV = "STEMDECK_TUNE_TEST_REFUSE"
@@ -71,7 +72,7 @@ class ExtraLoad:
         self.engine, self.us = engine, float(microseconds)
         self.poll = max(0.0002, period_s / 8)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stemdeck-tune-extra-load", daemon=True)
+        self._thread = thread(self._run, "sd-tune-load")
 
     def start(self):
         self._thread.start()

@@ -2,7 +2,7 @@
 
 Threads: replies and engine events go out on the control thread;
 :meth:`Reporter.notify` may be called from any thread (``/device``,
-``/file``). The **reporter thread** (``stemdeck-osc-reporter``) sends
+``/file``). The **reporter thread** (``sd-osc-reporter``) sends
 ``/beat bar beat`` (at most once per beat) and ``/underrun count`` to
 subscribers and logs the clock for ``/print_clock``; it only reads
 counters. Replies are always valid UTF-8 (osc_wire writes bytes that were
@@ -21,6 +21,7 @@ from stemdeck.control import osc_wire as wire
 from stemdeck.control.osc.addresses import peer_text
 from stemdeck.engine import commands as C
 from stemdeck.errors import CommandError
+from stemdeck.threads import thread
 
 MAX_SUBSCRIBERS = 64
 
@@ -68,8 +69,7 @@ class Reporter:
         self._controller = controller
         self._started_at = time.monotonic()
         self._load_snapshot = {b: (i, i.state) for b, i in controller.buffers.items()}
-        self._thread = threading.Thread(target=self._report_loop, name="stemdeck-osc-reporter",
-                                        daemon=True)
+        self._thread = thread(self._report_loop, "sd-osc-reporter")
         self._thread.start()
 
     def join(self, timeout: float) -> None:

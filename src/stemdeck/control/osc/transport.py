@@ -1,7 +1,7 @@
 """The OSC server's sockets and its control loop: UDP (and optional TCP) in and out, the ``--allow`` list, size limits.
 
 Threads: the **control thread** runs here. Without an asyncio ``loop`` it is
-this module's own thread (``stemdeck-osc``), waiting in ``select`` with a
+this module's own thread (``sd-osc``), waiting in ``select`` with a
 short timeout; given a loop (``stemdeck serve``'s control loop) the sockets
 are watched with ``loop.add_reader`` and a timer ticks every :data:`TICK_S`,
 so every Controller call stays on that loop's thread. Every packet from an
@@ -30,6 +30,7 @@ from stemdeck.control.access import parse_allow
 from stemdeck.control.osc.addresses import bind_failure, in_networks, is_wildcard, peek_address, peer_text, resolve
 from stemdeck.control.osc.tcp import TcpClient, TcpClients
 from stemdeck.errors import UsageError
+from stemdeck.threads import thread
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 57120
@@ -101,7 +102,7 @@ class Transport:
         if self._tcp_listener is not None:
             self.watch(self._tcp_listener, self.tcp_clients.accept)
         if self.loop is None:
-            self._thread = threading.Thread(target=self._run, name="stemdeck-osc", daemon=True)
+            self._thread = thread(self._run, "sd-osc")
             self._thread.start()
         else:
             self.control_ident = threading.get_ident()
