@@ -128,3 +128,32 @@ def test_cpu_percent_is_measured(engine):
     while time.process_time() < end:
         pass
     assert t.sample()["cpu_percent"] > 30
+
+
+def test_sampling_for_hours_does_not_grow_memory(engine):
+    """The soak found the reporter keeping every sample's durations for a
+    periodic summary nobody asked for (+6 MB an hour, about 800 bytes a
+    sample). 3,000 samples must not hold on to theirs (they would be over
+    500 kB here)."""
+    import tracemalloc
+
+    # a tiny window: the samples below come faster than real time, and the
+    # window (bounded by time, not count) would otherwise hold them all
+    t = Telemetry(engine, block_size=256, sample_rate=SR, window=1e-3)
+    callbacks(engine, 8)
+    t.sample()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3000):
+            callbacks(engine, 8)
+            t.sample()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown / 1e3:.0f} kB kept after 3,000 samples"
+    # a periodic summary still sees every callback since the last one
+    t.interval()
+    callbacks(engine, 50)
+    t.sample()
+    assert t.interval()["callback_p50_ms"] > 0

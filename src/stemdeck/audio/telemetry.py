@@ -137,6 +137,9 @@ class Telemetry:
         self._cpu_last = (self.started, self._cpu_seconds())
         self._cpu_percent = 0.0
         self._interval_durations: list[np.ndarray] = []
+        # kept only for someone who reads interval() (the periodic summary, tune):
+        # appended every sample and never read, they grew ~6 MB an hour (the soak found it)
+        self._keep_interval = self.stats_interval > 0
         self._interval_underruns = 0
         self._interval_start = (self.started, self._cpu_seconds())
         self._last_summary = self.started
@@ -230,7 +233,8 @@ class Telemetry:
             self._ticks.append((now, durations, new))
             while self._ticks and self._ticks[0][0] < now - self.window:
                 self._ticks.popleft()
-            self._interval_durations.append(durations)
+            if self._keep_interval:
+                self._interval_durations.append(durations)
             self._interval_underruns += new
             cpu_now = self._cpu_seconds()
             t_last, c_last = self._cpu_last
@@ -276,6 +280,7 @@ class Telemetry:
     def interval(self) -> dict:
         """Figures since the last call (for the periodic summary), and reset."""
         with self._lock:
+            self._keep_interval = True
             now = time.monotonic()
             durations = (np.concatenate(self._interval_durations) if self._interval_durations
                          else np.zeros(0))
