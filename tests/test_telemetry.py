@@ -74,7 +74,9 @@ def test_percentiles_and_load_come_from_the_callback_durations(engine):
     assert 3.0 <= st["callback_max_ms"] < 10.0           # (a loaded machine may preempt the test)
     assert st["dsp_load_max"] == pytest.approx(100 * st["callback_max_ms"] / period_ms)
     assert st["callback_p50_ms"] < 0.5 and st["callback_p50_ms"] <= st["callback_p99_ms"]
-    assert st["underruns"] == 0              # 3 ms fits in the period
+    # the rule: a callback longer than its period is an underrun. 3 ms fits in
+    # the period, unless the machine preempted this (ordinary) thread mid-callback
+    assert st["underruns"] == (1 if st["callback_max_ms"] > period_ms else 0)
 
 
 def test_status_fields_are_the_ones_the_status_reply_needs(engine):
