@@ -21,7 +21,7 @@ its deck's level above 0) has no end, so the render then asks for
 Before any audio is rendered, every line is checked (syntax, arguments,
 buffers never loaded, files that cannot be opened): a bad line stops the
 render with ``file:line: reason`` and exit status 2, and no output file is
-left behind. Output is written progressively, block by block, to a
+left behind. Output is written progressively, while it renders, to a
 temporary file that replaces OUT only when the render succeeds.
 
 Tempo settings are serve's (``--bpm``, ``--stretch``, ``--keylock-engine``,
@@ -29,8 +29,10 @@ Tempo settings are serve's (``--bpm``, ``--stretch``, ``--keylock-engine``,
 environment > stemdeck.toml > default), so a score renders with the tempo
 behaviour the live server would have in the same place.
 
-Runs on the calling thread (the render is the audio thread and the control
-thread at once, in turn).
+Threads: the calling thread renders (it is the audio thread and the control
+thread at once, in turn); the file is written on ``sd-writer``
+(:mod:`stemdeck.audio.pcm_writer`), which converts each chunk to the output
+format in compiled code while the next one renders.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 
 from stemdeck.engine.commands import SAMPLE_RATES
 from stemdeck.errors import ScoreError, StemdeckError, UsageError
@@ -103,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subtype", type=str.upper, choices=SUBTYPES,
                         help=f"sample format (default {DEFAULT_SUBTYPE}; FLOAT is WAV only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--timings", action="store_true",
+                        help="say where the time went (set-up, render, writing) on stderr")
     from stemdeck import config
     from stemdeck.app import TEMPO_SETTINGS
 
@@ -126,6 +131,10 @@ def run(args) -> int:
         return 2
     peak = info["peak_dbfs"]
     peak_text = "silent" if peak == -math.inf else f"peak {peak:.1f} dBFS"
+    if args.timings:
+        t = info["times"]
+        print(f"timings: setup {t['setup']:.3f} s, engine {t['engine']:.3f} s, finish "
+              f"{t['finish']:.3f} s, writer busy {t['writer_busy']:.3f} s", file=sys.stderr)
     print(f"rendered {info['seconds']:.3f} s ({info['frames']} frames at {info['sample_rate']} Hz, "
           f"{info['format']} {info['subtype']}, {peak_text}) to {info['path']}")
     return 0
@@ -239,61 +248,73 @@ def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
 
 
 def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress,
-             tempo, tempo_kw) -> dict:
-    import numpy as np
-    import soundfile as sf
-
+            tempo, tempo_kw) -> dict:
     from stemdeck import app
+    from stemdeck.audio.pcm_writer import CHUNK_FRAMES, PcmWriter
     from stemdeck.media.simple_loaders import ImmediateLoader
 
+    t_setup = time.perf_counter()
     engine = app.build_engine(sample_rate, tempo=tempo, max_block=block_size)
     replies = _Replies()
     controller = app.assemble(engine, ImmediateLoader(), reply=replies, **tempo_kw).controller
-    block = np.zeros((block_size, 2), np.float32)
     folder = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
     os.close(fd)
-    peak = 0.0
     bar = _Progress(total / sample_rate, enabled=progress)
+    writer = None
     try:
-        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=2, format=fmt,
-                          subtype=subtype) as sink, bar:
-            _no_peak_chunk(sink)
+        # whole blocks per chunk: the blocks (so the bytes) are those of a block-by-block render
+        writer = PcmWriter(tmp, sample_rate, fmt, subtype,
+                           chunk_frames=block_size * max(1, CHUNK_FRAMES // block_size))
+        with bar:
+            t_loop = time.perf_counter()
             i, frame, shown = 0, 0, 0
+            chunk, filled = writer.take(), 0
             while frame < total:
                 n = min(block_size, total - frame)
                 while i < len(lines) and frames_of[i] < frame + n:
                     controller.dispatch(lines[i].call, at=frames_of[i])
                     replies.check(lines[i])
                     i += 1
-                out_block = block[:n]
-                engine.render(out_block)
+                engine.render(chunk[filled:filled + n])
                 controller.poll()             # the engine's events: hands freed samples back
-                dropped = engine.stats()["dropped_commands"]
+                dropped = engine.commands_dropped()
                 if dropped:
                     raise StemdeckError(f"{lines[max(i - 1, 0)].where}: {dropped} commands were "
                                         "dropped: too many messages at one time for the engine's "
                                         "command queue")
-                peak = max(peak, float(np.max(np.abs(out_block))))
-                sink.write(out_block)
+                filled += n
                 frame += n
+                if filled + block_size > len(chunk) or frame >= total:
+                    writer.put(chunk, filled)
+                    if frame < total:
+                        chunk, filled = writer.take(), 0
                 if frame - shown >= sample_rate or frame >= total:
                     bar.update(frame / sample_rate)
                     shown = frame
+            t_rendered = time.perf_counter()
+            peak = writer.close()
         late = int(engine.stats()["late_commands"])
         # mkstemp made the file private (0600); give it the mode any new file gets
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):       # the disk is full, the folder went away, ...
+            from stemdeck.audio.recorder import describe_os_error
+
+            raise StemdeckError(f"writing {out}: {describe_os_error(exc)}") from None
         raise
     finally:
         controller.close()
+    t_end = time.perf_counter()
     return {
         "frames": total,
         "seconds": total / sample_rate,
@@ -305,22 +326,12 @@ def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype,
         "peak_dbfs": 20 * math.log10(peak) if peak > 0 else -math.inf,
         "lines": len(lines),
         "late_commands": late,     # offline every command lands on its frame: always 0
+        # where the time went (--timings): building the engine and Controller, the render
+        # loop (the writer thread overlaps it; its first lines load their files), the
+        # writing left after the loop, and the writer thread's own work
+        "times": {"setup": t_loop - t_setup, "engine": t_rendered - t_loop,
+                  "finish": t_end - t_rendered, "writer_busy": writer.busy},
     }
-
-
-SFC_SET_ADD_PEAK_CHUNK = 0x1050   # libsndfile: float WAVs get a PEAK chunk with a timestamp
-
-
-def _no_peak_chunk(sink) -> None:
-    """libsndfile stamps float WAVs with the wall-clock time (a PEAK chunk):
-    switch it off, so the same score gives the same bytes."""
-    try:
-        import soundfile as sf
-
-        sf._snd.sf_command(sf._ffi.cast("SNDFILE *", sink._file), SFC_SET_ADD_PEAK_CHUNK,
-                           sf._ffi.NULL, 0)
-    except Exception:  # a soundfile without these internals: still a correct file
-        pass
 
 
 class _Progress:
