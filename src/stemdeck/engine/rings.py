@@ -1,7 +1,9 @@
 """The lock-free single-producer/single-consumer rings between threads.
 
 - commands: control thread -> audio thread (``ring_push``; drained in apply.py);
-- events: audio thread -> control/reporter thread (``post_event``, ``events_drain``);
+- events: audio thread -> control thread (``post_event``, ``events_drain``); the
+  control thread sleeps until the engine writes to its wake-up descriptor
+  (below), so it never polls for events;
 - record: audio thread -> recorder thread (``record_block``, ``record_drain``);
 - the clock: audio thread -> any thread (``publish_clock``, ``read_clock``), a
   seqlock rather than a ring: readers want the latest value, not every one.
@@ -9,12 +11,28 @@
 Each publishes a record by storing the index after the record with release
 ordering; the reader loads the index with acquire ordering (rt.py). A full
 ring drops and counts; nobody ever waits.
+
+Waking the events' reader. The control side may attach a file descriptor
+(an eventfd, or a pipe's write end: :mod:`stemdeck.control.engine_wakeup`)
+with :func:`attach_wakeup`. ``post_event`` then writes 8 bytes to it (one
+``write``, on a non-blocking descriptor: it never waits; a full pipe only
+refuses) when the reader had taken everything before this event, which is
+when it may be asleep; events posted while it still has some to read add no
+system call. The writer stores its index and then reads the reader's; the
+reader stores its index and then reads the writer's again (full fences
+both), so one of them sees the other: either the writer wakes the reader, or
+the reader finds the new event itself and wakes itself (``events_drain``).
+No GIL, no lock, no allocation on the audio thread; with nothing attached
+(offline render, tests) it costs one load.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from stemdeck.engine import kernel_cache  # noqa: F401  (before any kernel compiles: where they are cached)
 from stemdeck.engine import commands as C
@@ -22,6 +40,47 @@ from stemdeck.engine import layout as L
 from stemdeck.engine.rt import fence_acquire, fence_release, load_acquire, store_release
 from stemdeck.engine.state import (JIT, S_CLOCK, S_CLOCK_SEQ, S_CLOCK_SNAP, S_COUNTERS, S_EVENTS,
                                    S_EVENTS_INDEX, S_RECORD, S_RECORD_INDEX)
+
+
+IX_WAKEUP = 1       # events_index: the wake-up descriptor + 1 (0: none), on the writer's line
+
+
+@intrinsic
+def _fence_full(typingctx):
+    """A full fence: the store before it is visible before the load after it."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _write_wakeup(typingctx, fd):
+    """``write(fd, &1, 8)`` through libc's symbol (resolved when the JIT links,
+    so the kernels stay cacheable). The result is ignored: a refused write
+    means the reader has a wake-up pending already."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [ir.IntType(32), ir.IntType(8).as_pointer(), i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "write")
+        one = cgutils.alloca_once(builder, i64)
+        builder.store(ir.Constant(i64, 1), one)
+        builder.call(fn, [builder.trunc(args[0], ir.IntType(32)),
+                          builder.bitcast(one, ir.IntType(8).as_pointer()), ir.Constant(i64, 8)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def attach_wakeup(events_index: np.ndarray, fd: int | None) -> None:
+    """Make ``post_event`` write to ``fd`` (None: to nothing). Set it before
+    the audio starts, and close the descriptor only after it has stopped."""
+    events_index[IX_WAKEUP] = 0 if fd is None else int(fd) + 1
 
 
 @njit(**JIT)
@@ -61,11 +120,18 @@ def post_event(st, kind, a, b, c):
     events[row, 2] = b
     events[row, 3] = c
     store_release(index, L.IX_WRITE, w + 1)
+    wake = index[IX_WAKEUP]
+    if wake != 0:
+        _fence_full()
+        if load_acquire(index, L.IX_READ) == w:     # the reader had taken everything: it may sleep
+            _write_wakeup(wake - 1)
 
 
 @njit(nogil=True, cache=True)
 def events_drain(events, index):
-    """Control/reporter thread: take every published event (allocates the result)."""
+    """Control thread: take every published event (allocates the result). An
+    event published meanwhile, whose writer saw the old index, wakes the
+    reader again from here (see the module docstring)."""
     w = load_acquire(index, L.IX_WRITE)
     r = index[L.IX_READ]
     cap = events.shape[0]
@@ -73,6 +139,11 @@ def events_drain(events, index):
     for k in range(w - r):
         out[k] = events[(r + k) % cap]
     store_release(index, L.IX_READ, w)
+    wake = index[IX_WAKEUP]
+    if wake != 0 and w != r:
+        _fence_full()
+        if load_acquire(index, L.IX_WRITE) != w:
+            _write_wakeup(wake - 1)
     return out
 
 
