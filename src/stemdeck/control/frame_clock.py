@@ -54,6 +54,11 @@ class FrameClock:
         self.block = 0.0
         self.estimate_spread_ms = 0.0
 
+    @property
+    def warm(self) -> bool:
+        """Whether the window of samples is full: looks are then needed only to follow drift."""
+        return len(self._samples) == self._samples.maxlen
+
     def _block_frames(self) -> float:
         st = self.engine.stats()
         calls, frames, blocks = st.get("callbacks", 0), st.get("frame", 0), st.get("blocks", 0)

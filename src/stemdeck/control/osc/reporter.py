@@ -5,7 +5,11 @@ Threads: replies and engine events go out on the control thread;
 ``/file``). The **reporter thread** (``sd-osc-reporter``) sends
 ``/beat bar beat`` (at most once per beat) and ``/underrun count`` to
 subscribers and logs the clock for ``/print_clock``; it only reads
-counters. Replies are always valid UTF-8 (osc_wire writes bytes that were
+counters. It sleeps while nobody subscribes and ``/print_clock`` is off;
+otherwise until the next beat is due by the published tempo (every
+:data:`RAMP_LOOK_S` during a tempo ramp) and at most :data:`UNDERRUN_CHECK_S`
+between looks at the underrun count. A subscriber, ``/print_clock`` or a
+tempo change (:meth:`Reporter.wake`) wakes it at once. Replies are always valid UTF-8 (osc_wire writes bytes that were
 not as ``\\xNN``); one that does not fit a UDP datagram becomes a ``/fail``
 that says to ask over TCP.
 """
@@ -13,6 +17,7 @@ that says to ask over TCP.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable
@@ -24,6 +29,9 @@ from stemdeck.errors import CommandError
 from stemdeck.threads import thread
 
 MAX_SUBSCRIBERS = 64
+UNDERRUN_CHECK_S = 0.1           # between looks at the underrun count, while someone subscribes
+RAMP_LOOK_S = 0.02               # between looks at the clock while the tempo ramps
+BEAT_LATE_S = 0.001              # wake this long after a beat is due (its block rendered)
 
 
 class Reporter:
@@ -55,6 +63,7 @@ class Reporter:
         self._subs_snapshot: tuple = ()
         self._stopping_told = False
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
         self._controller = None
         self._load_snapshot: dict = {}
         self._started_at = time.monotonic()
@@ -72,7 +81,12 @@ class Reporter:
         self._thread = thread(self._report_loop, "sd-osc-reporter")
         self._thread.start()
 
+    def wake(self) -> None:
+        """Any thread: look at the subscribers and the clock again now."""
+        self._wake.set()
+
     def join(self, timeout: float) -> None:
+        self._wake.set()                 # the stop event is set: it ends at once
         t = self._thread
         if t is not None and t is not threading.current_thread() and t.is_alive():
             t.join(timeout)
@@ -127,6 +141,7 @@ class Reporter:
         else:
             self._subscribers.pop(sender, None)
         self._subs_snapshot = tuple(self._subscribers)
+        self._wake.set()
 
     def forget(self, sender) -> None:
         """A TCP connection closed: it hears nothing more."""
@@ -212,29 +227,60 @@ class Reporter:
 
     def _report_loop(self):
         """``/beat`` once per beat (when the engine renders the beat's first
-        frame), the ``/print_clock`` log line, ``/underrun``."""
+        frame), the ``/print_clock`` log line, ``/underrun``; asleep while
+        nobody listens (see the module docstring)."""
         from stemdeck.control.tempo import ClockReporter
 
         controller = self._controller
         beats = ClockReporter(controller)
         last_underruns = None
         next_underrun_check = 0.0
-        while not self._stop.wait(0.005):
+        listening = False
+        timeout = None
+        while True:
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                for ev in beats.poll():
-                    self.notify("/beat", int(ev.bar), int(ev.beat))
-                    if controller.print_clock:
-                        self.log.info("%s", ev.line())
+                subscribed = bool(self._subs_snapshot)
+                if not subscribed and not controller.print_clock:
+                    listening, last_underruns, timeout = False, None, None
+                    continue
+                events = beats.poll()
+                if listening:         # a beat already under way when someone began to listen: not news
+                    for ev in events:
+                        self.notify("/beat", int(ev.bar), int(ev.beat))
+                        if controller.print_clock:
+                            self.log.info("%s", ev.line())
+                listening = True
+                timeout = self._until_next_beat(beats)
+                if not subscribed:
+                    continue
                 now = time.monotonic()
-                if now >= next_underrun_check:
-                    next_underrun_check = now + 0.1
+                if now >= next_underrun_check or last_underruns is None:
+                    next_underrun_check = now + UNDERRUN_CHECK_S
                     underruns = self._underruns()
                     if last_underruns is not None and underruns > last_underruns:
                         self.notify("/underrun", int(underruns))
                     last_underruns = underruns
+                timeout = min(timeout, max(0.0, next_underrun_check - now))
             except Exception:
                 self.log.exception("OSC: reporter error (continuing)")
-                self._stop.wait(0.1)
+                timeout = 0.1
+
+    def _until_next_beat(self, beats) -> float:
+        """Seconds until the engine renders the next beat's first frame, by the
+        tempo it published (a look every RAMP_LOOK_S while it ramps)."""
+        from stemdeck.control.tempo import engine_clock
+
+        snap = engine_clock(self.engine)
+        if snap.left > 0 or snap.bpm <= 0:
+            return RAMP_LOOK_S
+        rel = snap.beats - self._controller.grid.beat_zero
+        ahead = (math.floor(rel) + 1 - rel) if rel >= 0 else -rel
+        # the snapshot is of the last block boundary: up to a block old
+        return min(1.0, max(ahead * 60.0 / snap.bpm, 0.0) + BEAT_LATE_S)
 
     def _underruns(self) -> int:
         if self._stats is not None:

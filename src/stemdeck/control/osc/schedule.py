@@ -16,8 +16,11 @@ enclosing one. When the audio clock is not running, bundles run by the wall
 clock. Future bundles hold at most :data:`MAX_SCHEDULED` messages; a
 timetag more than :data:`MAX_AHEAD_S` ahead is refused.
 
-Control thread only. It never sleeps: the control loop calls
-:meth:`Schedule.run_due` every tick.
+Control thread only. It never sleeps, and the control loop has no tick: it
+calls :meth:`Schedule.run_due` when :meth:`Schedule.next_wake` said to (the
+next future bundle's posting time, or the frame clock's next look: every
+:data:`CLOCK_WARMUP_S` while the clock's window of samples fills after a
+start, then every :data:`CLOCK_TRACK_S` to follow the audio clock's drift).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from stemdeck.control.osc.addresses import peer_text
 MAX_SCHEDULED = 8192             # messages waiting in the future-bundle heap
 HORIZON_S = 0.1                  # future bundles are posted to the engine this early
 MAX_AHEAD_S = 86400.0            # a timetag further ahead is a client clock problem
+CLOCK_WARMUP_S = 0.005           # the frame clock's looks while its window fills (about 1.3 s)
+CLOCK_TRACK_S = 0.1              # then: its 256 looks span 26 s, a 50 ppm drift lags 0.6 ms
+MIN_WAKE_S = 0.005               # frames advance a block at a time: no sooner than this
 
 
 @dataclass(order=True)
@@ -114,8 +120,21 @@ class Schedule:
         block = self.clock.block or 0
         return int(max(self.horizon * self.sample_rate, 4 * block))
 
+    def next_wake(self) -> float | None:
+        """Seconds until the control loop should call :meth:`run_due` (and
+        sample the clock) again."""
+        clock = CLOCK_TRACK_S if self.clock.warm or not self.clock.running else CLOCK_WARMUP_S
+        if not self._heap:
+            return clock
+        if self.clock.running:
+            frames = self._heap[0].frame - self._horizon_frames() - int(self.engine.frame)
+            due = frames / self.sample_rate
+        else:                       # by the wall clock (see run_due)
+            due = min(d.timetag for d in self._heap) / 2**32 - wire.ntp_now() / 2**32 - self.horizon
+        return min(clock, max(due, MIN_WAKE_S))
+
     def run_due(self) -> None:
-        """Post what is due within the horizon (every control-loop tick)."""
+        """Post what is due within the horizon (when :meth:`next_wake` said)."""
         if not self._heap:
             return
         if not self.clock.running:

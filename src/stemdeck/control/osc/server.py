@@ -15,10 +15,12 @@ finished load, the media-root check, ``/notify``, ``/quit``, status), then
 :meth:`OscServer.start` with that Controller. From then on only the
 control thread (:mod:`~stemdeck.control.osc.transport`) calls the
 Controller or posts to the engine: it parses, schedules
-(:mod:`~stemdeck.control.osc.schedule`), dispatches, and every tick calls
+(:mod:`~stemdeck.control.osc.schedule`), dispatches, and calls
 ``Controller.poll`` (loads that finished, the engine's events, which the
 Controller hands to :meth:`Reporter.on_engine_events
-<stemdeck.control.osc.reporter.Reporter.on_engine_events>`).
+<stemdeck.control.osc.reporter.Reporter.on_engine_events>`) when a loader
+thread wakes it or the engine signals events
+(:mod:`stemdeck.control.engine_wakeup`), never on a tick.
 
 Bounds. The engine's command ring is checked before each message: when
 fewer than :data:`RING_RESERVE` slots are free the message is dropped with
@@ -47,6 +49,7 @@ from stemdeck.config import QUIT_FROM_WORDS, SETTINGS
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 from stemdeck.control.access import MediaRoots, parse_allow
+from stemdeck.control.engine_wakeup import engine_wakeup
 from stemdeck.control.frame_clock import FrameClock
 from stemdeck.control.osc.addresses import in_networks, peer_text
 from stemdeck.control.osc.counters import Counters, RateLimitedLog
@@ -58,6 +61,8 @@ log = logging.getLogger("stemdeck.osc")
 
 RING_RESERVE = 256               # engine command slots a message must find free
 LOAD_ADDRESSES = frozenset({"/load_buffer", "/play", "/cue"})
+#: Messages that move the beat clock or what the reporter says of it: its thread is woken.
+CLOCK_ADDRESSES = frozenset({"/set_tempo", "/reset", "/set_meter", "/print_clock", "/dance/total_movement"})
 #: Messages that post nothing to the engine: answered even when its queue is full.
 NO_ENGINE_COMMANDS = frozenset({"/status", "/get_status", "/status.json", "/sync", "/version",
                                 "/notify", "/quit", "/set_meter", "/print_clock", "/quantize"})
@@ -151,7 +156,8 @@ class OscServer:
         self.clock.sample(force=True)
         self.transport.start(on_packet=self._packet, on_refuse=self.reporter.fail,
                              on_woken=self._on_woken, housekeeping=self._housekeeping,
-                             on_tcp_closed=self.reporter.forget, loop=loop)
+                             on_tcp_closed=self.reporter.forget, loop=loop,
+                             engine_wakeup=engine_wakeup(self.engine), on_engine=self._poll)
         self.reporter.start(controller)
         self.transport.log_startup()
         if self.media is not None:
@@ -207,7 +213,8 @@ class OscServer:
 
     # -- the control thread ------------------------------------------------------------------------------
 
-    def _housekeeping(self):
+    def _housekeeping(self) -> float | None:
+        """Returns the seconds until it wants to run again (the transport's deadline)."""
         self.clock.sample()
         self._poll()
         self.schedule.run_due()
@@ -215,6 +222,10 @@ class OscServer:
         if now - self._last_flush > 1.0:
             self._last_flush = now
             self.ratelog.flush()
+        wake = self.schedule.next_wake()
+        if self.ratelog.suppressed:                  # their summary line, a second on
+            wake = 1.0 if wake is None else min(wake, 1.0)
+        return wake
 
     def _on_woken(self):
         """A loader thread finished a load: answer now rather than at the next tick."""
@@ -252,6 +263,7 @@ class OscServer:
             return
         self.c.bundles += 1
         self.schedule.bundle(packet, sender)
+        self.transport.soon(self.schedule.next_wake())
 
     def _count(self, address: str, ok: bool) -> None:
         """Per-address tallies (table addresses only, so the dict stays small)."""
@@ -295,6 +307,8 @@ class OscServer:
         self._count(address, not any(a == "/fail" and r and r[0] == address for a, r in out))
         if address in LOAD_ADDRESSES:
             self._loads_dirty = True
+        elif address in CLOCK_ADDRESSES:
+            self.reporter.wake()
         dropped = self.engine.commands_dropped()
         if dropped != self._engine_dropped_seen:
             c.engine_dropped += dropped - self._engine_dropped_seen

@@ -1,12 +1,15 @@
 """The OSC server's sockets and its control loop: UDP (and optional TCP) in and out, the ``--allow`` list, size limits.
 
 Threads: the **control thread** runs here. Without an asyncio ``loop`` it is
-this module's own thread (``sd-osc``), waiting in ``select`` with a
-short timeout; given a loop (``stemdeck serve``'s control loop) the sockets
-are watched with ``loop.add_reader`` and a timer ticks every :data:`TICK_S`,
-so every Controller call stays on that loop's thread. Every packet from an
-allowed sender goes to ``on_packet(data, sender)`` on that thread; the
-other threads only :meth:`Transport.wake` it.
+this module's own thread (``sd-osc``), waiting in ``select``; given a loop
+(``stemdeck serve``'s control loop) the sockets are watched with
+``loop.add_reader``, so every Controller call stays on that loop's thread.
+Either way it sleeps until there is work: a packet, a :meth:`Transport.wake`
+from another thread, the engine's event descriptor
+(:mod:`stemdeck.control.engine_wakeup`), or the housekeeping's own
+:class:`~stemdeck.control.osc.deadline.Deadline`; there is no tick. Every
+packet from an allowed sender goes to ``on_packet(data, sender)`` on that
+thread; the other threads only :meth:`Transport.wake` it.
 
 Bounds. Packets over ``max_packet`` bytes (32 KiB) are refused with
 ``/fail``. UDP replies that the socket cannot take at once are dropped and
@@ -27,7 +30,9 @@ import time
 from typing import Callable
 
 from stemdeck.control.access import parse_allow
-from stemdeck.control.osc.addresses import bind_failure, in_networks, is_wildcard, peek_address, peer_text, resolve
+from stemdeck.control.osc.deadline import Deadline
+from stemdeck.control.osc import listening
+from stemdeck.control.osc.addresses import bind_failure, in_networks, peek_address, peer_text, resolve
 from stemdeck.control.osc.tcp import TcpClient, TcpClients
 from stemdeck.errors import UsageError
 from stemdeck.threads import thread
@@ -36,7 +41,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 57120
 DEFAULT_MAX_PACKET = 32768       # bytes, UDP datagrams and TCP frames alike
 MAX_UDP_REPLY = 65507
-TICK_S = 0.005                   # the control loop wakes at least this often
 RECV_BUFFER = 1 << 21            # requested SO_RCVBUF
 BATCH = 256                      # packets read per wake before timers get a turn
 
@@ -69,7 +73,8 @@ class Transport:
         self._wake_r = self._wake_w = None
         self._thread: threading.Thread | None = None
         self.control_ident: int | None = None
-        self._timer = None
+        self.deadline = Deadline()
+        self._engine_wakeup = None
         self._closed = False
         self._inode: int | None = None
         self._drops_read: tuple = (0.0, None)
@@ -78,19 +83,26 @@ class Transport:
         self.on_refuse: Callable = lambda sender, address, reason: None
         self._housekeeping: Callable = lambda: None
         self._on_woken: Callable = lambda: None
+        self._on_engine: Callable = lambda: None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self, *, on_packet, on_refuse, on_woken, housekeeping, on_tcp_closed, loop=None) -> None:
+    def start(self, *, on_packet, on_refuse, on_woken, housekeeping, on_tcp_closed, loop=None,
+              engine_wakeup=None, on_engine=None) -> None:
         """Bind (UsageError if the address cannot be bound) and start the control
         loop: on ``loop`` (an asyncio loop; call this on its thread), else on a thread of its own.
         ``on_packet(data, sender)``, ``on_refuse(sender, address, reason)``
         (a packet too big), ``on_woken()`` (another thread called :meth:`wake`),
-        ``housekeeping()`` (every tick), ``on_tcp_closed(client)``: control thread."""
+        ``housekeeping()`` (when :attr:`deadline` falls due; returns the seconds
+        until it wants to run again, or None), ``on_engine()`` (the engine posted
+        events: ``engine_wakeup``, an :class:`~stemdeck.control.engine_wakeup.EngineWakeup`,
+        became readable), ``on_tcp_closed(client)``: control thread."""
         self.on_packet, self.on_refuse = on_packet, on_refuse
         self._on_woken, self._housekeeping = on_woken, housekeeping
+        self._on_engine = on_engine or (lambda: None)
         self.tcp_clients.on_closed = on_tcp_closed
         self.loop = loop
+        self.deadline = Deadline(loop, self._tick)
         self._bind()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -101,12 +113,15 @@ class Transport:
         self.watch(self._udp, self._on_udp)
         if self._tcp_listener is not None:
             self.watch(self._tcp_listener, self.tcp_clients.accept)
+        self._engine_wakeup = engine_wakeup
+        if engine_wakeup is not None:
+            self.watch(engine_wakeup, self._on_engine_events)
+        self.deadline.after(0.0)             # the first housekeeping at once; it says when the next is
         if self.loop is None:
             self._thread = thread(self._run, "sd-osc")
             self._thread.start()
         else:
             self.control_ident = threading.get_ident()
-            self._timer = self.loop.call_later(TICK_S, self._tick)
 
     def stop(self, timeout: float) -> None:
         """Close the sockets once the control loop let go of them (the stop event is set)."""
@@ -187,9 +202,9 @@ class Transport:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline.cancel()
+        if self._engine_wakeup is not None:
+            self.unwatch(self._engine_wakeup)     # the engine owns the descriptor: not closed here
         self.tcp_clients.close_all()
         for sock in (self._udp, self._tcp_listener, self._wake_r, self._wake_w):
             if sock is not None:
@@ -204,6 +219,11 @@ class Transport:
                 self._sel.close()
             except Exception:
                 pass
+
+    def soon(self, delay: float | None) -> None:
+        """Control thread: run the housekeeping within ``delay`` seconds (a bundle
+        was queued for later); an earlier deadline stays."""
+        self.deadline.within(delay)
 
     def wake(self) -> None:
         """Any thread: make the control loop run ``on_woken`` soon."""
@@ -253,35 +273,42 @@ class Transport:
             self.log.exception("OSC: receive error (continuing)")
 
     def _tick(self) -> None:
-        """The loop mode's timer: housekeeping every TICK_S."""
-        self._timer = None
+        """The deadline fell due: housekeeping, which sets the next one."""
+        self.deadline.fired()
         if self._stop.is_set():
             return
+        delay = 0.01
         try:
-            self._housekeeping()
+            delay = self._housekeeping()
         except Exception:
             self.c.internal_errors += 1
             self.log.exception("OSC: housekeeping error (continuing)")
         if not self._stop.is_set():
-            self._timer = self.loop.call_later(TICK_S, self._tick)
+            self.deadline.within(delay)
 
     def _run(self):
-        """The private control thread (no ``loop``)."""
+        """The private control thread (no ``loop``): sleeps in ``select`` until
+        a descriptor is ready or the deadline falls due."""
         self.control_ident = threading.get_ident()
         try:
             while not self._stop.is_set():
                 try:
-                    for key, mask in self._sel.select(TICK_S):
+                    for key, mask in self._sel.select(self.deadline.timeout()):
                         key.data(bool(mask & selectors.EVENT_WRITE))
                         if self._stop.is_set():
                             break
-                    self._housekeeping()
+                    if self.deadline.due():
+                        self._tick()
                 except Exception:   # the loop must survive anything a packet can cause
                     self.c.internal_errors += 1
                     self.log.exception("OSC: control loop error (continuing)")
                     time.sleep(0.01)
         finally:
             self._close_sockets()
+
+    def _on_engine_events(self, _writable=False):
+        self._engine_wakeup.clear()          # first: an event posted from now on wakes us again
+        self._on_engine()
 
     def _on_wake(self, _writable=False):
         try:
@@ -367,51 +394,12 @@ class Transport:
         now = time.monotonic()
         if max_age and now - self._drops_read[0] < max_age:
             return self._drops_read[1]
-        value = None
-        inode = str(self._inode)
-        for name in ("/proc/net/udp", "/proc/net/udp6"):
-            try:
-                with open(name, encoding="ascii") as fh:
-                    next(fh, None)
-                    for line in fh:
-                        parts = line.split()
-                        if len(parts) >= 13 and parts[9] == inode:
-                            value = int(parts[-1])
-                            break
-            except (OSError, ValueError):
-                continue
-            if value is not None:
-                break
-        self._drops_read = (now, value)
-        return value
-
-    # -- start-up lines --------------------------------------------------------------------------------
+        self._drops_read = (now, listening.kernel_drops(self._inode))
+        return self._drops_read[1]
 
     def describe(self) -> list[str]:
-        host, port = self.address
-        lines = [f"{'osc':<15} UDP {peer_text((host, port))}" + (" and TCP" if self.tcp else "")
-                 + ("" if not is_wildcard(self.host) else " (all interfaces)")]
-        if self.allow:
-            senders = ", ".join(map(str, self.allow))
-        elif is_wildcard(self.host):
-            senders = "anyone on the network (no --allow)"
-        else:
-            senders = f"anyone who can reach {host}"
-        lines.append(f"{'osc senders':<15} {senders}")
-        return lines
+        """The start-up lines: where it listens, who may send."""
+        return listening.describe(self.address, self.host, self.tcp, self.allow)
 
     def log_startup(self):
-        where = peer_text(self.address)
-        self.log.info("OSC: listening on UDP %s%s", where, " and TCP" if self.tcp else "")
-        if is_wildcard(self.host):
-            if self.allow:
-                self.log.warning("OSC: listening on all interfaces (%s); only %s may send",
-                                 where, ", ".join(map(str, self.allow)))
-            else:
-                self.log.warning(
-                    "OSC: listening on all interfaces (%s): anyone who can reach this machine "
-                    "can control stemdeck and make it load audio files; limit senders with "
-                    "--allow CIDR (e.g. --allow 192.168.1.0/24) and files with --media-root DIR",
-                    where)
-        elif self.allow:
-            self.log.info("OSC: only %s may send", ", ".join(map(str, self.allow)))
+        listening.log_startup(self.log, self.address, self.host, self.tcp, self.allow)
