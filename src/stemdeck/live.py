@@ -21,9 +21,11 @@ the recording from frame N on is the offline render of the same score
 
 Threads: the thread that calls :meth:`Server.run` runs an asyncio loop, the
 control thread: the Controller, the score player and the OSC server all run
-on it (never the audio thread). One owner ticks the Controller
-(``Controller.poll``: finished loads, the engine's events): the OSC
-server's control loop when there is one, else this loop's poll task.
+on it (never the audio thread). One owner polls the Controller
+(``Controller.poll``: finished loads, the engine's events) when a loader
+thread or the engine wakes it (:mod:`stemdeck.control.engine_wakeup`): the
+OSC server's control loop when there is one, else this loop; nothing polls
+on a timer.
 Audio, monitor, recorder, reporter and loader threads are their modules' own.
 
 Test hook: the environment variable ``STEMDECK_TEST_LATE_CALLBACK_MS=MS``
@@ -48,7 +50,6 @@ from stemdeck.control.score_player import play_score
 
 TEST_LATE_ENV = "STEMDECK_TEST_LATE_CALLBACK_MS"
 FADE_SECONDS = 0.05
-POLL_SECONDS = 0.1             # the Controller's tick when no OSC server runs the control loop
 DEFAULT_RECONNECT = 30.0
 
 log = logging.getLogger("stemdeck")
@@ -262,8 +263,8 @@ class Server:
 
                 # returns at once: the server takes commands while the files load
                 start_preload(self.controller, self.preload_items, out=sys.stderr)
-            if self.osc is None:                 # else the OSC server's control loop ticks the Controller
-                tasks.append(asyncio.ensure_future(self._poll_controller()))
+            if self.osc is None:                 # else the OSC server's control loop polls the Controller
+                self._watch_engine_events()
             if self._score_lines is not None:
                 tasks.append(asyncio.ensure_future(play_score(self.engine, self.controller, self._score_lines,
                                                               on_start=self._score_started)))
@@ -308,7 +309,7 @@ class Server:
             target = start + round(FADE_SECONDS * engine.sample_rate) + 2 * output.block_size
             deadline = time.monotonic() + FADE_SECONDS + 0.25
             while engine.frame < target and time.monotonic() < deadline and output.state == "running":
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(max(0.002, (target - engine.frame) / engine.sample_rate))
         if osc_close is not None:
             try:
                 result = osc_close()
@@ -374,17 +375,23 @@ class Server:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.controller.poll)
 
-    async def _poll_controller(self) -> None:
-        """Without an OSC server: the Controller's tick (finished loads, the
-        engine's events, which frees released sample slots)."""
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
+    def _watch_engine_events(self) -> None:
+        """Without an OSC server: poll the Controller when the engine posts events
+        (which frees released sample slots); finished loads call :meth:`_load_ready`."""
+        from stemdeck.control.engine_wakeup import engine_wakeup
+
+        wakeup = engine_wakeup(self.engine)
+
+        def drain():
+            wakeup.clear()
             self.controller.poll()
+
+        self.loop.add_reader(wakeup, drain)
 
     async def _late_callback(self, ms: float) -> None:
         target = self.engine.frame + self.engine.sample_rate // 2
         while self.engine.frame < target:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(max(0.005, (target - self.engine.frame) / self.engine.sample_rate))
         log.info("test hook %s: making one callback %g ms late", TEST_LATE_ENV, ms)
         self.engine.make_late(ms * 1000.0)
 

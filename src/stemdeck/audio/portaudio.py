@@ -11,8 +11,9 @@ as python-rtmixer does): no Python, no GIL, on the audio thread.
 
 Threads: :meth:`PortAudioOutput.open`, :meth:`~PortAudioOutput.start` and
 :meth:`~PortAudioOutput.close` are for the control thread. A monitor thread
-(started by ``start``) polls the stream ten times a second, never the audio
-thread; when the stream dies it reports it, closes what can be closed and
+(started by ``start``) looks at the stream four times a second (PortAudio
+tells no one when a stream dies; a quarter second is well inside the 2 s a
+stalled stream is given), never the audio thread; when the stream dies it reports it, closes what can be closed and
 reopens the device with backoff for up to ``reconnect`` seconds. The engine's
 clock only advances when the callback runs, so the mix resumes where it
 stopped. Nothing here busy-waits.
@@ -42,7 +43,7 @@ from stemdeck.threads import thread
 log = logging.getLogger("stemdeck.audio")
 
 LATENCY_NAMES = ("low", "high")
-POLL_SECONDS = 0.1                  # how often the monitor looks at the stream
+POLL_SECONDS = 0.25                 # how often the monitor looks at the stream
 STALL_SECONDS = 2.0                 # an active stream with no callback for this long is lost
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 2.0
 CLOSE_TIMEOUT = 2.0                 # a close that takes longer is abandoned (see pa_runtime)

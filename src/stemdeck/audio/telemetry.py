@@ -4,7 +4,10 @@ Holds :class:`Telemetry` and :func:`underrun_advice`.
 
 The audio callback only writes counters and a ring of callback durations
 (preallocated by the engine); it never prints. This module's thread reads
-them twice a second and:
+them twice a second while voices play (:data:`TICK_SECONDS`); while none
+does, only as often as the durations ring needs so that none is lost before
+it is read (at most every :data:`IDLE_TICK_SECONDS`), and at each
+``stats_interval``. It:
 
 - keeps a window (30 s) of callback durations for p50 / p99 / max and DSP
   load (callback time / block period, in percent);
@@ -38,12 +41,14 @@ import time
 
 import numpy as np
 
+from stemdeck.engine.layout import DURATION_RING
 from stemdeck.threads import thread
 
 
 log = logging.getLogger("stemdeck.telemetry")
 
-TICK_SECONDS = 0.5
+TICK_SECONDS = 0.5               # while voices play
+IDLE_TICK_SECONDS = 5.0          # while none does (an underrun warning may come this late)
 WINDOW_SECONDS = 30.0
 WARN_INTERVAL = 5.0
 MAX_BUFFER = 8192
@@ -146,6 +151,7 @@ class Telemetry:
         self._last_warning = -1e18
         self._warned_total = 0
         self._snapshot: dict = {}
+        self._sampled_at = 0.0
         self.sample()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -163,7 +169,10 @@ class Telemetry:
     # -- readers (any thread) -----------------------------------------------------------------------
     def stats(self) -> dict:
         """The latest figures (percentiles, load, CPU, the combined underrun
-        count: updated twice a second), with the engine's counters read now."""
+        count: sampled now if the last sample is older than TICK_SECONDS), with
+        the engine's counters read now."""
+        if time.monotonic() - self._sampled_at > TICK_SECONDS:
+            self.sample()
         with self._lock:
             out = dict(self._snapshot)
         st = self.engine.stats()
@@ -222,7 +231,7 @@ class Telemetry:
         """Read the engine now; update the window and the snapshot. Returns
         the number of new underruns in this sample under key ``new_underruns``."""
         with self._lock:
-            now = time.monotonic()
+            now = self._sampled_at = time.monotonic()
             st = self.engine.stats()
             d_flag = st["underflows"] - self._last["underflows"]
             d_late = st["overruns"] - self._last["overruns"]
@@ -295,11 +304,24 @@ class Telemetry:
 
     # -- reporter thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while not self._stop.wait(self._next_tick()):
             try:
                 self._tick()
             except Exception:            # the reporter must not die of a bad number
                 self.log.exception("telemetry failed")
+
+    def _next_tick(self) -> float:
+        """Seconds until the next sample: TICK_SECONDS while voices play or
+        underruns are news; when idle, before the durations ring can wrap; and
+        no later than the next summary line."""
+        st = self.engine.stats()
+        if st["voices"] > 0 or self.underruns > self._warned_total:
+            wait = TICK_SECONDS
+        else:
+            wait = max(TICK_SECONDS, min(IDLE_TICK_SECONDS, 0.5 * DURATION_RING * self.period_ns / 1e9))
+        if self.stats_interval > 0:
+            wait = min(wait, max(0.0, self._last_summary + self.stats_interval - time.monotonic()))
+        return wait
 
     def _tick(self) -> None:
         snap = self.sample()

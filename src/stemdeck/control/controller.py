@@ -306,6 +306,7 @@ class Controller(Handlers):
         buf = self.book.ids.get(buf_id)
         src_bpm = buf.bpm if buf is not None and buf_id != spec.TEST_TONE_BUFFER else 0.0
         self.timeline.start(buf_id, deck, frame, src_bpm=src_bpm, **kw)
+        self.book.media("voice_starting", frame)        # the read-ahead sleeps until a stem plays
 
     def _quantised(self, ctx: Ctx, at, frame: int, quantize, decks):
         return self.timeline.quantised(ctx, at, frame, quantize, any(self.keylock[d] for d in decks))

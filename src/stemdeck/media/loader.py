@@ -172,6 +172,11 @@ class MediaLoader:
             return
         self.readahead.warm(e.data, int(fraction * e.data.shape[0]))
 
+    def voice_starting(self, frame: int) -> None:
+        """A stem starts at engine ``frame``: wake the read-ahead to follow it."""
+        if self.readahead is not None:
+            self.readahead.voice_starting(frame)
+
     def describe(self) -> list[str]:
         """Start-up lines: the budget and what plays without it."""
         budget = self.cache.budget

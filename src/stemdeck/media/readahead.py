@@ -11,9 +11,13 @@ touched. If the audio callback is the first to touch a page it stalls for
 the disk (a major page fault, counted in the engine's
 ``major_faults_in_callbacks``). The read-ahead thread reads the engine's
 voice table (positions, rates, loop bounds, slot addresses; read only, no
-lock, no command) every ``interval`` seconds and faults in the next
-``seconds`` of audio of every playing voice whose sample is registered
-here, wrapping around loop and section ends. ``madvise(MADV_POPULATE_READ)``
+lock, no command) and faults in the next ``seconds`` of audio of every
+playing voice whose sample is registered here, wrapping around loop and
+section ends. It looks every ``interval`` seconds (a quarter of ``seconds``:
+what it made resident lasts four looks) while voices play, and not at all
+while none does and no start is pending: :meth:`ReadAhead.voice_starting`
+(the Controller, through the loader, at every stem it starts) wakes it, at
+once and again when the start's frame is due. ``madvise(MADV_POPULATE_READ)``
 (Linux 5.14+) does that in one system call without the GIL; elsewhere the
 pages are touched from Python.
 
@@ -43,7 +47,8 @@ PAGE = mmap.PAGESIZE
 MADV_WILLNEED = 3
 MADV_POPULATE_READ = 22
 DEFAULT_SECONDS = 3.0          # audio kept resident ahead of each playing position
-DEFAULT_INTERVAL = 0.04        # how often the voice table is read
+DEFAULT_INTERVAL = DEFAULT_SECONDS / 4   # how often the voice table is read while voices play
+START_GRACE_S = 0.25           # a start not seen playing this long after its frame is forgotten
 SEAM_FRAMES = 2048             # kept resident on both sides of a loop's seam (> the 5 ms declick)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -136,13 +141,17 @@ class ReadAhead:
     the samples registered with :meth:`register` (memory-mapped ones).
 
     ``engine``: the running Engine; its :meth:`~stemdeck.engine.engine.Engine.voice_regions`
-    are read. ``interval``: seconds between looks at the voice table."""
+    are read. ``interval``: seconds between looks at the voice table while
+    voices play (at most ``seconds`` / 2)."""
 
     def __init__(self, engine, *, seconds: float = DEFAULT_SECONDS,
                  interval: float = DEFAULT_INTERVAL):
         self.engine = engine
         self.seconds = float(seconds)
-        self.interval = float(interval)
+        self.interval = min(float(interval), self.seconds / 2)
+        self._starts: list[int] = []              # frames of starts not yet seen playing
+        self._starts_lock = threading.Lock()
+        self._playing = False
         self._regions: dict[int, np.ndarray] = {}     # sample address -> array (kept alive here)
         self._lock = threading.Lock()
         self._warm: collections.deque = collections.deque()
@@ -167,6 +176,12 @@ class ReadAhead:
             if regions.get(samples.ctypes.data) is samples:
                 del regions[samples.ctypes.data]
             self._regions = regions
+
+    def voice_starting(self, frame: int | None = None) -> None:
+        """A stem starts at engine ``frame`` (None: now): follow it (any thread)."""
+        with self._starts_lock:
+            self._starts.append(int(self.engine.frame if frame is None else frame))
+        self._wake.set()
 
     def warm(self, samples: np.ndarray, frame: int) -> None:
         """Fault in the audio from ``frame`` on soon (a cue point), without waiting."""
@@ -203,8 +218,24 @@ class ReadAhead:
             self.max_tick_ms = max(self.max_tick_ms, (time.perf_counter() - t0) * 1000.0)
             self.disk_reads += _thread_major_faults() - faults
             self.ticks += 1
-            self._wake.wait(self.interval)
+            self._wake.wait(self._next_look())
             self._wake.clear()
+
+    def _next_look(self) -> float | None:
+        """Seconds until the next look: ``interval`` while voices play; else
+        when the next pending start is due; else never (until woken)."""
+        sr = self.engine.sample_rate
+        with self._starts_lock:
+            if self._playing:
+                self._starts.clear()
+                return self.interval
+            now = int(self.engine.frame)
+            self._starts = [f for f in self._starts if f + START_GRACE_S * sr > now]
+            if not self._starts:
+                return None
+            first = min(self._starts)
+        # a start's frame is rendered a block or so after it is due: look just after
+        return min(self.interval, max(0.01, (first - now) / sr + 0.01))
 
     def tick(self) -> None:
         """One look at the playing voices (also callable directly, in tests)."""
@@ -212,12 +243,14 @@ class ReadAhead:
             samples, frame = self._warm.popleft()
             populate(samples, frame - 4, frame + self._span(1.0))
         regions = self._regions
+        voices = self.engine.voice_regions() if regions else []
+        self._playing = bool(voices)
         if not regions:
             self.voices_followed = 0
             return
         lookahead = self.engine.keylock_latency
         followed = 0
-        for voice in self.engine.voice_regions():
+        for voice in voices:
             samples = regions.get(voice.address)
             if samples is None:
                 continue
