@@ -28,6 +28,7 @@ from stemdeck.engine import layout as L
 from stemdeck.media.loader import MediaLoader
 from stemdeck.media.readahead import drop_page_cache, resident_fraction
 
+from lateness import assert_callbacks_never_waited, assert_machine_stalls_bounded
 from signals import SR, sine
 
 
@@ -96,12 +97,13 @@ def cold_run(path, *, readahead: bool) -> tuple[dict, dict]:
             for pos in starts:                                   # what /cue does for its start point
                 loader.warm_sample(loader.key(path), pos)
             time.sleep(0.5)
-        before = e.stats()["major_faults_in_callbacks"]
+        before = e.stats()
         for k, pos in enumerate(starts):
             c.handle("/play_stem", [101 + k, 1.05, 0.1, 1, pos])
         time.sleep(3.0)
         stats = e.stats()
-        stats["major_faults_in_callbacks"] -= before
+        for key in ("major_faults_in_callbacks", "callbacks_slept"):
+            stats[key] -= before[key]
         return stats, loader.cache_status()
     finally:
         out.close()
@@ -115,6 +117,7 @@ def test_read_ahead_keeps_callbacks_free_of_major_page_faults(tmp_path):
     stats, cache = cold_run(path, readahead=False)
     assert stats["voices"] == 8
     assert stats["major_faults_in_callbacks"] > 0
+    assert stats["callbacks_slept"] > 0                          # waiting for the disk is a sleep, and counted
     # with it: none, and the read-ahead thread read the disk instead
     stats, cache = cold_run(path, readahead=True)
     assert stats["voices"] == 8
@@ -159,8 +162,10 @@ def test_a_big_wav_is_ready_at_once_and_costs_its_pages_not_its_size(tmp_path):
 def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path):
     """The reference workload plays at 256 frames through PortAudio's JACK host
     API while a 60 s FLAC is decoded and a 100 MB WAV is mapped, both then
-    started: every callback meanwhile stays within its block period."""
+    started: no callback meanwhile waits on the load (a lock, a page) or
+    computes past its block period (tests/lateness.py)."""
     from stemdeck import config
+    from stemdeck.audio import realtime
     from stemdeck.audio.output import open_output
     from stemdeck import app
     from stemdeck.tools.workload import build_reference_workload
@@ -178,6 +183,7 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
                               environ={})
     e = Engine(SR, max_block=block)
     build_reference_workload(e, stems=16, seconds=10.0)
+    realtime.prefault(e)                  # as serve does before its audio starts
     out = open_output(e, settings, reconnect=0, rescan=True)
     ready = threading.Event()
     loader = MediaLoader(e, cache_mb=512)
@@ -185,6 +191,7 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
     try:
         out.start()
         time.sleep(1.0)                                          # start-up settles
+        rt_threads = realtime.realtime_threads()
         before = e.stats()
         index0 = int(e.state.counters[L.CT_DUR_INDEX])
         c.handle("/load_buffer", [1150, str(flac)])
@@ -204,16 +211,10 @@ def test_loading_never_delays_a_callback(make_jack_server, monkeypatch, tmp_path
     during = durations[-min(index1 - index0, len(durations)):]
     period_ns = block / SR * 1e9
     assert len(during) > 100
-    assert during.max() < period_ns, f"slowest callback {during.max() / 1e6:.2f} ms of {period_ns / 1e6:.2f} ms"
-    assert after["overruns"] - before["overruns"] == 0
-    assert after["major_faults_in_callbacks"] - before["major_faults_in_callbacks"] == 0
     assert after["voices"] == 17          # the workload's 16 (2100 now plays the cued WAV) and the FLAC
-    # jackd's blames, by the state stemdeck's client was in (docs/tuning.md, "The
-    # busy-machine check"): Running or Finished late is our cycle running late, and a
-    # load must cause none. Triggered is a woken thread the kernel had not run yet: a
-    # CPU the VM host took away, or kernel code this preempt=none kernel will not
-    # interrupt. One such cycle was seen here with a CPU hog per core; bounded as the
-    # busy-machine test bounds them
-    states = jack.xruns_by_state("PortAudio")
-    assert states.get("Running", 0) + states.get("Finished late", 0) == 0, jack.log()
-    assert states.get("Triggered", 0) <= 0.02 * after["callbacks"], jack.log()
+    # the load never made a callback wait or run long (tests/lateness.py): wall-time
+    # lateness alone is the machine's (a VM host taking the CPU away mid-callback)
+    seen = f"slowest callback {during.max() / 1e6:.2f} ms of {period_ns / 1e6:.2f} ms; {jack.log()}"
+    assert rt_threads, "the callback's thread is not real-time: the test's jackd must run with -R"
+    assert_callbacks_never_waited(before, after, period_ns, seen)
+    assert_machine_stalls_bounded(jack.xruns_by_state("PortAudio"), after["callbacks"], seen)

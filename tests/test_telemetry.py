@@ -62,6 +62,21 @@ def test_flags_and_late_callbacks_from_one_glitch_count_once(engine):
     assert t.sample()["underruns"] == 4
 
 
+def test_a_late_callback_says_why(engine, caplog):
+    """A callback that computes past its period is counted with its CPU time,
+    not blamed on the host; it never slept (tests/lateness.py relies on it)."""
+    t = Telemetry(engine, block_size=256, sample_rate=SR)
+    callbacks(engine, 20)
+    engine.make_late(10_000)                 # a 10 ms busy loop in a 5.8 ms period
+    callbacks(engine, 1)
+    st = t.stats()
+    assert st["overruns"] == 1 and st["callbacks_slept"] == 0 and st["late_slept"] == 0
+    # its CPU time is measured: most of the 10 ms unless this ordinary thread lost its CPU meanwhile
+    assert st["callback_max_cpu_ns"] > 2e6 or st["late_preempted"] + st["late_stolen"] == 1
+    assert st["late_stolen"] == 0 or st["callback_max_cpu_ns"] < 5e6
+    assert "steal time" in tm._extras({"late_stolen": 2}) and "slept inside 3" in tm._extras({"callbacks_slept": 3})
+
+
 def test_percentiles_and_load_come_from_the_callback_durations(engine):
     t = Telemetry(engine, block_size=256, sample_rate=SR)
     callbacks(engine, 200)

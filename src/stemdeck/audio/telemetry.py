@@ -83,9 +83,19 @@ def underrun_advice(count: int, seconds: float, block_size: int, p99_load: float
     return text
 
 
+# why callbacks were late, counted inside them (engine/layout.py)
+LATENESS_KEYS = ("callbacks_slept", "callback_max_cpu_ns", "late_slept", "late_preempted", "late_stolen")
+
+
 def _extras(st: dict) -> str:
     """Counters worth a mention only when they are not zero."""
     parts = []
+    if st.get("late_stolen"):
+        parts.append(f"{st['late_stolen']} callbacks lost their CPU below the OS while running (a virtual "
+                     "machine's host took it: steal time)")
+    if st.get("callbacks_slept"):
+        parts.append(f"the audio thread slept inside {st['callbacks_slept']} callbacks (it waited on a lock "
+                     "or a page: please report it)")
     if st.get("major_faults_in_callbacks"):
         parts.append(f"{st['major_faults_in_callbacks']} major page faults inside callbacks (samples read from "
                      "disk by the audio thread)")
@@ -179,6 +189,7 @@ class Telemetry:
         out.update(frame=st["frame"], voices=st["voices"], late_commands=st["late_commands"],
                    callbacks=st["callbacks"], underflows=st["underflows"], overruns=st["overruns"],
                    major_faults_in_callbacks=st.get("major_faults_in_callbacks", 0),
+                   **{k: st[k] for k in LATENESS_KEYS if k in st},
                    keylock_starved_frames=st.get("keylock_starved_frames", 0),
                    dropped_commands=st["dropped_commands"], bpm=st["bpm"],
                    record_dropped_frames=st["record_dropped_frames"],

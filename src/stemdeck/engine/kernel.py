@@ -29,7 +29,7 @@ from stemdeck.engine import layout as L
 from stemdeck.engine.apply import apply_command, drain_commands
 from stemdeck.engine.mixer import master_bus, render_decks
 from stemdeck.engine.rings import publish_clock, record_block
-from stemdeck.engine.rt import monotonic_ns, thread_major_faults
+from stemdeck.engine.rt import monotonic_ns, thread_cpu_ns, thread_usage
 from stemdeck.engine.state import (JIT, N_ARRAYS, S_BUS, S_CLOCK, S_COUNTERS, S_DECK_ACTIVE, S_DURATIONS,
                                    S_KL_I, S_PARAMS, S_PENDING, unpack)
 from stemdeck.engine.stretch import keylock_segment
@@ -158,7 +158,8 @@ def _callback_body(out, frames, flags, table):
     params = st[S_PARAMS]
     durations = st[S_DURATIONS]
     t0 = monotonic_ns()
-    faults0 = thread_major_faults()
+    cpu0 = thread_cpu_ns()
+    faults0, slept0, preempted0 = thread_usage()
     counters[L.CT_CALLBACKS] += 1
     if flags & PA_OUTPUT_UNDERFLOW:
         counters[L.CT_UNDERFLOWS] += 1
@@ -171,8 +172,15 @@ def _callback_body(out, frames, flags, table):
     render_frames(st, out, frames)
     if params[L.P_RECORD] != 0.0:
         record_block(st, out, frames)
-    # page faults that went to the disk while rendering (memory-mapped samples)
-    counters[L.CT_MAJOR_FAULTS] += thread_major_faults() - faults0
+    # page faults that went to the disk while rendering (memory-mapped samples),
+    # and whether the thread slept or lost its CPU: what explains a late callback
+    faults1, slept1, preempted1 = thread_usage()
+    cpu = thread_cpu_ns() - cpu0
+    counters[L.CT_MAJOR_FAULTS] += faults1 - faults0
+    if slept1 != slept0:
+        counters[L.CT_SLEPT] += 1
+    if cpu > counters[L.CT_MAX_CPU_NS]:
+        counters[L.CT_MAX_CPU_NS] = cpu
     dur = monotonic_ns() - t0
     idx = counters[L.CT_DUR_INDEX]
     durations[idx & (durations.shape[0] - 1)] = np.float32(dur)
@@ -181,6 +189,12 @@ def _callback_body(out, frames, flags, table):
         counters[L.CT_MAX_NS] = dur
     if dur * counters[L.CT_SAMPLE_RATE] > frames * 1_000_000_000:
         counters[L.CT_OVERRUNS] += 1
+        if slept1 != slept0:
+            counters[L.CT_LATE_SLEPT] += 1
+        elif preempted1 != preempted0:
+            counters[L.CT_LATE_PREEMPTED] += 1
+        elif 2 * cpu < dur:
+            counters[L.CT_LATE_STOLEN] += 1
 
 
 _callback = None

@@ -62,7 +62,12 @@ CK_A_BPM, CK_A_TGT, CK_A_STEP, CK_A_REM, NCLOCK = range(6, 11)
 (CT_FRAME, CT_BLOCKS, CT_VOICES, CT_APPLIED, CT_LATE, CT_DROPPED, CT_PENDING_FULL,
  CT_EVENTS_DROPPED, CT_LIMITING, CT_PENDING, CT_CALLBACKS, CT_UNDERFLOWS, CT_OVERRUNS,
  CT_DUR_INDEX, CT_MAX_NS, CT_SAMPLE_RATE, CT_RECORD_DROPPED, CT_KL_STARVED, CT_MAJOR_FAULTS,
- NCOUNTERS) = range(20)
+ CT_SLEPT, CT_LATE_SLEPT, CT_LATE_PREEMPTED, CT_LATE_STOLEN, CT_MAX_CPU_NS,
+ NCOUNTERS) = range(25)
+# Why a callback was late (kernel.py): it slept (waited on a lock or a page),
+# another thread took its CPU (preempted), or neither and it ran for under half
+# of its wall time: the CPU was taken away below the OS (a VM host's steal
+# time). Late callbacks not in these three computed for too long.
 
 # the EQ (dsp/eq.py): a coefficient table of rows of five (four used), and
 # one flat state array of rows x lanes, a lane per deck channel (deck * 2 +

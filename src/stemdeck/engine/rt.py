@@ -7,6 +7,8 @@ indices, a monotonic clock. Compiled into the render kernel; any thread.
   storing the index after the record with release ordering; the reader loads
   it with acquire ordering. x86 would not need it; ARM boards (Pi 4) do.
 - ``monotonic_ns``: clock_gettime(CLOCK_MONOTONIC) from libc, no GIL.
+- ``thread_cpu_ns``, ``thread_usage``: the thread's own CPU time, page faults
+  and context switches, to tell why a callback was late.
 """
 
 from __future__ import annotations
@@ -62,30 +64,46 @@ def store_release(typingctx, arr, index, value):
 
 _LONG = ir.IntType(8 * ctypes.sizeof(ctypes.c_long))  # timespec fields are C longs
 _CLOCK_MONOTONIC = 1  # Linux
+_CLOCK_THREAD_CPUTIME_ID = 3
 
 
-@intrinsic
-def _clock_monotonic_ns(typingctx):
+def _clock_codegen(clock_id: int):
     """Calls libc's clock_gettime by symbol name (resolved when the JIT links),
     not through a ctypes pointer, so functions using it stay cacheable."""
-    sig = types.int64()
-
     def codegen(context, builder, signature, args):
         fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), _LONG.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
         ts = cgutils.alloca_once(builder, _LONG, size=2)
-        builder.call(fn, [ir.Constant(ir.IntType(32), _CLOCK_MONOTONIC), ts])
+        builder.call(fn, [ir.Constant(ir.IntType(32), clock_id), ts])
         sec = builder.sext(builder.load(ts), ir.IntType(64))
         nsec = builder.sext(builder.load(builder.gep(ts, [ir.Constant(ir.IntType(32), 1)])), ir.IntType(64))
         return builder.add(builder.mul(sec, ir.Constant(ir.IntType(64), 1_000_000_000)), nsec)
+    return codegen
 
-    return sig, codegen
+
+@intrinsic
+def _clock_monotonic_ns(typingctx):
+    return types.int64(), _clock_codegen(_CLOCK_MONOTONIC)
+
+
+@intrinsic
+def _clock_thread_cpu_ns(typingctx):
+    return types.int64(), _clock_codegen(_CLOCK_THREAD_CPUTIME_ID)
 
 
 @njit(nogil=True, cache=True)
 def monotonic_ns():
     """Nanoseconds on the monotonic clock (the same clock as time.monotonic_ns)."""
     return _clock_monotonic_ns()
+
+
+@njit(nogil=True, cache=True)
+def thread_cpu_ns():
+    """Nanoseconds this thread has run on a CPU (a system call, about a
+    microsecond). The kernel leaves out the time a VM's host took the CPU away
+    (steal time, with paravirtual time accounting) and the time the thread
+    waited or slept: the callback's own work."""
+    return _clock_thread_cpu_ns()
 
 
 # -- calling C through function pointers --------------------------------------
@@ -149,28 +167,36 @@ def c_function(ret: str, *params: str):
 _RUSAGE_THREAD = 1          # Linux
 _RUSAGE_LONGS = 18          # struct rusage: two timevals (4 longs), then 14 longs
 _RU_MAJFLT = 4 + 5          # ru_maxrss, ixrss, idrss, isrss, minflt, then majflt
+_RU_NVCSW = 4 + 12          # ... nswap, inblock, oublock, msgsnd, msgrcv, nsignals, then nvcsw
+_RU_NIVCSW = 4 + 13
 
 
 @intrinsic
-def _thread_major_faults(typingctx):
-    """Major page faults this thread has taken (getrusage(RUSAGE_THREAD)):
-    a fault inside the callback means it waited for the disk."""
-    sig = types.int64()
+def _thread_usage(typingctx):
+    """(major faults, voluntary switches, involuntary switches) of this thread,
+    from getrusage(RUSAGE_THREAD)."""
+    sig = types.UniTuple(types.int64, 3)()
 
     def codegen(context, builder, signature, args):
         fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), _LONG.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "getrusage")
         usage = cgutils.alloca_once(builder, _LONG, size=_RUSAGE_LONGS)
         builder.call(fn, [ir.Constant(ir.IntType(32), _RUSAGE_THREAD), usage])
-        value = builder.load(builder.gep(usage, [ir.Constant(ir.IntType(32), _RU_MAJFLT)]))
-        return builder.sext(value, ir.IntType(64))
+        values = [builder.sext(builder.load(builder.gep(usage, [ir.Constant(ir.IntType(32), i)])),
+                               ir.IntType(64)) for i in (_RU_MAJFLT, _RU_NVCSW, _RU_NIVCSW)]
+        return context.make_tuple(builder, signature.return_type, values)
 
     return sig, codegen
 
 
 @njit(nogil=True, cache=True)
-def thread_major_faults():
-    return _thread_major_faults()
+def thread_usage():
+    """This thread's (major page faults, voluntary context switches,
+    involuntary context switches). Read before and after a callback: a major
+    fault means it waited for the disk; a voluntary switch, that it slept (a
+    lock, a page being read or remapped); an involuntary one, that another
+    thread of this machine took its CPU."""
+    return _thread_usage()
 
 
 @intrinsic
