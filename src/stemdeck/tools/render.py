@@ -164,9 +164,9 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
     from stemdeck import app
 
     tempo_kw = app.controller_tempo(tempo)       # read --bpm-config once: a bad one warns once
-    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), tempo_kw)
-    return _render(lines, frames_of, total, os.fspath(out_path), sample_rate, block_size, fmt,
-                   subtype, progress, tempo, tempo_kw)
+    total, files = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), tempo_kw)
+    return _render(lines, frames_of, total, files, os.fspath(out_path), sample_rate, block_size,
+                   fmt, subtype, progress, tempo, tempo_kw)
 
 
 def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):
@@ -220,22 +220,23 @@ class _Replies:
             raise ScoreError(f"{line.where}: {address}: {reason}")
 
 
-def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
+def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> tuple[int, list]:
     """Run the score through the handlers without audio (headers only, no
     decoding): every semantic error surfaces now, with its line; returns
-    the number of frames to render."""
+    the number of frames to render and the files the score loads, in order."""
     from stemdeck import app
     from stemdeck.control.planning import RecordingEngine
-    from stemdeck.media.simple_loaders import ProbeLoader
+    from stemdeck.tools.render_prefetch import ProbePlan
 
     replies = _Replies()
     engine = RecordingEngine(sample_rate, base_bpm=tempo_kw.get("base_bpm", 120.0))
-    planner = app.assemble(engine, ProbeLoader(), reply=replies, **tempo_kw).controller
+    probe = ProbePlan()
+    planner = app.assemble(engine, probe, reply=replies, **tempo_kw).controller
     for line, frame in zip(lines, frames_of):
         planner.dispatch(line.call, at=frame)
         replies.check(line)
     if duration is not None:
-        return max(1, round(duration * sample_rate))
+        return max(1, round(duration * sample_rate)), probe.asked
     plan = planner.plan()
     if plan["loops"]:
         shown = ", ".join(f"buffer {b}" + (f" ({name})" if name else "") for b, name in plan["loops"][:4])
@@ -244,19 +245,20 @@ def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
                          "so it has no natural end: give --duration SECONDS, or end the score "
                          "with /stop_stem, /fade or /mixer_cleanup")
     end = max(plan["end_frame"], frames_of[-1])
-    return end + round(TAIL_SECONDS * sample_rate)
+    return end + round(TAIL_SECONDS * sample_rate), probe.asked
 
 
-def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress,
+def _render(lines, frames_of, total, files, out, sample_rate, block_size, fmt, subtype, progress,
             tempo, tempo_kw) -> dict:
     from stemdeck import app
     from stemdeck.audio.pcm_writer import CHUNK_FRAMES, PcmWriter
-    from stemdeck.media.simple_loaders import ImmediateLoader
+    from stemdeck.tools.render_prefetch import PrefetchLoader
 
     t_setup = time.perf_counter()
+    loader = PrefetchLoader(files)        # decodes while the engine is built and its kernels load
     engine = app.build_engine(sample_rate, tempo=tempo, max_block=block_size)
     replies = _Replies()
-    controller = app.assemble(engine, ImmediateLoader(), reply=replies, **tempo_kw).controller
+    controller = app.assemble(engine, loader, reply=replies, **tempo_kw).controller
     folder = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
     os.close(fd)
