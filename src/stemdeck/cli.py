@@ -3,7 +3,11 @@
 Runs on the main thread. Each subcommand lives in its own module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; those modules import
 numpy/numba lazily inside ``run`` so that ``stemdeck --help`` and argument
-errors stay instant (start-up time is part of the product).
+errors stay instant (start-up time is part of the product). Only the module
+of the command given is imported (``--help`` lists the others from the table).
+The commands that run the engine first make sure it is compiled
+(:func:`stemdeck.tools.warmup.ensure_compiled`: says so, with progress,
+when numba's cache lacks a kernel).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ SUBCOMMANDS = {
     "bench": ("stemdeck.tools.bench", "time the reference workload through Engine.render"),
     "devices": ("stemdeck.tools.devices", "list audio host APIs and output devices"),
     "status": ("stemdeck.tools.status", "ask a running server for its status"),
+    "warmup": ("stemdeck.tools.warmup", "compile the engine now (once per install; ./run does it)"),
 }
+ENGINE_COMMANDS = {"serve", "render", "demo", "tune", "bench"}   # they compile kernels unless cached
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,13 +40,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the command it names gets its
+    arguments (and its module imported): the rest cost nothing at start-up."""
     from stemdeck import __version__
 
     parser = _Parser(prog="stemdeck", description="Real-time stem mixing server.")
     parser.add_argument("--version", action="version", version=f"stemdeck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if named is not None and name != named:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:   # a broken install: say which command and why, never drop it
@@ -52,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
     except StemdeckError as exc:
         print(f"stemdeck: {exc}", file=sys.stderr)
         return 1
@@ -62,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in ENGINE_COMMANDS:
+            from stemdeck.tools.warmup import ensure_compiled
+
+            ensure_compiled()
         return int(args._run(args) or 0)
     except UsageError as exc:
         print(f"stemdeck {args.command}: error: {exc}", file=sys.stderr)
