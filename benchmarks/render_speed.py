@@ -13,8 +13,9 @@ at 40/60/45 %, the A/B faders at the constant-power centre, the limiter on
 Each run is a fresh process: ``python -m stemdeck render SCORE -o OUT
 --duration S --no-progress --timings``, timed from spawn to exit. Variants
 run alternately, round after round, so that a busy machine slows them all
-alike: this checkout, each ``--src DIR`` (another checkout or a ``git
-worktree``, run from ``DIR/src`` with its own kernel cache) and scsynth
+alike: this checkout or each ``--src DIR`` (another checkout or a ``git
+worktree``, run from ``DIR/src`` with its own kernel cache, in place of
+this checkout: ``--src .`` adds it back) and scsynth
 (``scsynth_ref.nrt_render``, the wall time of ``scsynth -N`` alone). One
 untimed run of each first fills the kernel caches.
 
@@ -167,7 +168,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=7, help="timed runs of each variant (default 7)")
     p.add_argument("--seconds", type=float, default=SECONDS, help="seconds rendered (default 300)")
     p.add_argument("--src", action="append", default=[], metavar="DIR",
-                   help="also time the render of DIR/src (a git worktree of another commit); repeatable")
+                   help="time the render of DIR/src (a git worktree of a commit; '.' for this checkout) "
+                        "instead of this checkout's; repeatable")
     p.add_argument("--no-scsynth", action="store_true", help="do not time scsynth")
     p.add_argument("--dir", help="keep the stems, score and renders here (default: a temporary folder)")
     p.add_argument("--json", metavar="FILE", help="also write every run as JSON")
@@ -177,9 +179,10 @@ def main(argv=None) -> int:
         folder = args.dir or tmp
         os.makedirs(folder, exist_ok=True)
         score = write_reference_score(folder)
-        variants = {"stemdeck (this checkout)": lambda out: run_stemdeck(score, out, args.seconds, None)}
-        for src in args.src:
-            variants[f"stemdeck ({src})"] = (lambda s: lambda out: run_stemdeck(score, out, args.seconds, s))(src)
+        variants = {}
+        for src in args.src or [None]:
+            name = f"stemdeck ({src or 'this checkout'})"
+            variants[name] = (lambda s: lambda out: run_stemdeck(score, out, args.seconds, s))(src)
         why = "--no-scsynth" if args.no_scsynth else scsynth_missing()
         if why is None:
             variants["scsynth -N"] = lambda out: run_scsynth(args.seconds, out, folder)

@@ -42,42 +42,38 @@ WIDTHS = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}     # bytes per sample in a WAV
 SFC_SET_ADD_PEAK_CHUNK = 0x1050   # libsndfile: float WAVs get a PEAK chunk with a timestamp
 
 _SCALE = np.float32(2.0 ** 31)
+_TOP = np.float32(2147483520.0)        # the largest float32 below 2**31: its top 24 (16) bits are the top code
+_BOTTOM = np.float32(-2147483648.0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def encode(block, out, width):
-    """Write ``block`` ((n, 2) float32) into ``out`` (uint8) as little-endian
-    ``width``-byte PCM (2 or 3; 0 writes nothing) by libsndfile's clipping
-    rule; returns the largest absolute sample (NaN ignored)."""
-    peak = 0.0
+    """Write ``block`` ((n, 2) float32, C-contiguous) into ``out`` (uint8) as
+    little-endian ``width``-byte PCM (2 or 3; 0 writes nothing) by libsndfile's
+    clipping rule; returns the largest absolute sample (NaN ignored)."""
+    flat = block.reshape(-1)
+    peak = np.float32(0.0)
+    for j in range(flat.shape[0]):
+        a = abs(flat[j])
+        peak = a if a > peak else peak
+    if width == 0:
+        return float(peak)
     k = 0
-    for i in range(block.shape[0]):
-        for c in range(block.shape[1]):
-            x = block[i, c]
-            a = abs(x)
-            if a > peak:
-                peak = a
-            if width == 0:
-                continue
-            s = x * _SCALE                      # float32, exact: a power of two
-            if s >= 2147483647.0:
-                v = 0x7FFFFFFF
-            elif s <= -2147483648.0 or s != s:
-                v = -0x80000000
-            else:
-                v = np.int64(np.rint(s))
-            if width == 3:
-                v >>= 8
-                out[k] = v & 0xFF
-                out[k + 1] = (v >> 8) & 0xFF
-                out[k + 2] = (v >> 16) & 0xFF
-                k += 3
-            else:
-                v >>= 16
-                out[k] = v & 0xFF
-                out[k + 1] = (v >> 8) & 0xFF
-                k += 2
-    return peak
+    for j in range(flat.shape[0]):
+        s = flat[j] * _SCALE                    # exact: a power of two
+        s = _TOP if s > _TOP else s             # 2**31 - 1 and above: the top code
+        s = _BOTTOM if not s > _BOTTOM else s   # -2**31 and below, and NaN (lrintf's on x86): the bottom one
+        v = np.int32(np.rint(s))                # ties to even, as lrintf; then the top bits (a floor)
+        if width == 3:
+            out[k] = (v >> 8) & 0xFF
+            out[k + 1] = (v >> 16) & 0xFF
+            out[k + 2] = (v >> 24) & 0xFF
+            k += 3
+        else:
+            out[k] = (v >> 16) & 0xFF
+            out[k + 1] = (v >> 24) & 0xFF
+            k += 2
+    return float(peak)
 
 
 def no_peak_chunk(sink) -> None:
