@@ -18,6 +18,7 @@ from serveproc import start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILE_SECONDS = 900          # a full compile on a busy 2-core machine, with margin
+pytestmark = pytest.mark.timeout(2 * COMPILE_SECONDS)   # a full compile, not a property under test
 MESSAGE = re.compile(r"^compiling the engine \(once per install, about \d+ s\)\.\.\.$", re.M)
 
 

@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given ``argv``, only the command it names gets its
-    arguments (and its module imported): the rest cost nothing at start-up."""
+    arguments (and its module imported): the rest, listed by ``--help`` from
+    the table, cost nothing at start-up."""
     from stemdeck import __version__
 
     parser = _Parser(prog="stemdeck", description="Real-time stem mixing server.")
@@ -50,7 +51,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        if named is not None and name != named:
+        if argv is not None and name != named:
             sub.add_parser(name, help=help_text, description=help_text)
             continue
         try:
@@ -74,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    progress = None
     try:
         if args.command in ENGINE_COMMANDS:
             from stemdeck.tools.warmup import ensure_compiled
 
-            ensure_compiled()
+            progress = ensure_compiled()       # reports any later compile too, until the command ends
         return int(args._run(args) or 0)
     except UsageError as exc:
         print(f"stemdeck {args.command}: error: {exc}", file=sys.stderr)
@@ -88,3 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if progress is not None:
+            progress.uninstall()

@@ -75,27 +75,34 @@ CACHE_DIR = configure()
 # from numba's own cache index (absent, stale source, other machine or numba
 # version), never guessed; CompileProgress reports each compile numba starts.
 
-DEFAULT_FULL_COMPILE_S = 60.0   # every kernel from nothing, 2-core development machine (45-90 s measured)
+DEFAULT_FULL_COMPILE_S = 120.0  # every kernel from nothing: 87-170 s measured on the busy 2-core development machine
 _SIDE_EFFECT_IMPORT = re.compile(r"^from stemdeck\.engine import kernel_cache\s+#\s*noqa: F401", re.M)
 
 
-def kernel_sources() -> list[Path]:
-    """The source files a compiled kernel depends on: the engine's (they name
-    the cache folder) and every other module that compiles a kernel."""
+def _scan() -> list[tuple[Path, bool]]:
+    """(path, compiles a kernel) of every source file a kernel depends on: the
+    engine's (they name the cache folder) and every module that compiles a
+    kernel (by convention it imports this module first, for its side effect)."""
     pkg = Path(__file__).resolve().parent.parent
     engine = Path(__file__).resolve().parent
     out = []
     for path in sorted(pkg.rglob("*.py")):
-        if engine in path.parents or _SIDE_EFFECT_IMPORT.search(path.read_text(encoding="utf-8")):
-            out.append(path)
+        kernels = bool(_SIDE_EFFECT_IMPORT.search(path.read_text(encoding="utf-8")))
+        if kernels or engine in path.parents:
+            out.append((path, kernels))
     return out
 
 
+def kernel_sources() -> list[Path]:
+    """The source files compiled kernels depend on (newer than the last warm-up: warm again)."""
+    return [path for path, _ in _scan()]
+
+
 def kernel_modules() -> list[str]:
-    """Modules that compile a kernel: by convention they import this module first."""
+    """The modules that compile a kernel."""
     pkg = Path(__file__).resolve().parent.parent
-    return ["stemdeck." + ".".join(p.relative_to(pkg).with_suffix("").parts) for p in kernel_sources()
-            if _SIDE_EFFECT_IMPORT.search(p.read_text(encoding="utf-8"))]
+    return ["stemdeck." + ".".join(path.relative_to(pkg).with_suffix("").parts)
+            for path, kernels in _scan() if kernels]
 
 
 def cached_kernels() -> list[tuple[str, object]]:

@@ -94,8 +94,13 @@ def ensure_compiled(out=say):
     progress = kc.CompileProgress(out, len(stale), kc.estimate_seconds(len(stale), len(kernels))).install()
     if stale:
         progress.begin()
-        _warm_paths(progress, stale)
-        _finished(progress, len(stale), len(kernels), out)
+        try:
+            _warm_paths(progress, stale)
+        except Exception as exc:   # a broken warm-up path must not stop the command: it compiles what it uses
+            out(f"warning: the warm-up stopped ({type(exc).__name__}: {exc}); "
+                "the rest compiles when first used")
+        else:
+            _finished(progress, len(stale), len(kernels), out)
     return progress
 
 
