@@ -32,9 +32,11 @@ A benchmark, not a test: on a shared machine the figures move with what else run
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -105,7 +107,23 @@ def serve_env(jack, src: str | None) -> dict:
     env = dict(jack.env)
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(src) / "src"), env.get("PYTHONPATH")]))
+        # its own kernel cache: the shared one keeps only the last few engine versions, and edits
+        # in the main checkout would prune this one's kernels between runs
+        tag = hashlib.sha256(str(Path(src).resolve()).encode()).hexdigest()[:12]
+        env["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"stemdeck-cpu-kernels-{tag}")
     return env
+
+
+def warm_up(jack, args, say) -> None:
+    """Start serve once and stop it, so that a compile (a fresh cache) is not inside a run."""
+    from serveproc import free_port, start_serve
+
+    t0 = time.monotonic()
+    proc, _text = start_serve(["--buffer-size", str(jack.period), "--port", str(free_port()),
+                               *shlex.split(args.serve_args)], env=serve_env(jack, args.src), timeout=1800)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    say(f"  serve warm-up: ready in {time.monotonic() - t0:.1f} s", flush=True)
 
 
 def run_stemdeck(jack, paths: list[str], args) -> dict:
@@ -158,7 +176,7 @@ def run_scsynth(jack, paths: list[str], args) -> dict:
         out["workload"] = measure(sc.pid, jack.process.pid, args.seconds)
         st = sc.status() or {}
         out["workload"]["server"] = {k: st.get(k) for k in ("synths", "ugens", "avg_cpu", "peak_cpu")}
-        if st.get("synths") != scsynth_ref.STEMS + scsynth_ref.DECKS + 1:
+        if st.get("synths") != scsynth_ref.STEMS + scsynth_ref.DECKS + 1 or not st.get("avg_cpu", 0) > 0:
             raise RuntimeError(f"scsynth is not playing the workload: {st}\n{sc.log()[-2000:]}")
     finally:
         sc.close()
@@ -178,6 +196,8 @@ def run_session(args, say=print) -> list[dict]:
         for block in args.blocks:
             with JackServer(rate=SR, period=block) as jack:
                 say(f"JACK dummy server {jack.name}: {SR} Hz, period {block}", flush=True)
+                if "stemdeck" in args.systems:
+                    warm_up(jack, args, say)
                 for run in range(args.runs):
                     for system in args.systems:
                         r = runners[system](jack, paths, args)
