@@ -20,12 +20,13 @@ this checkout: ``--src .`` adds it back) and scsynth
 untimed run of each first fills the kernel caches.
 
 Per variant: the whole command's median and p90, and, where the command
-says (``--timings``; older checkouts do not), its parts: start-up (all
-but the render loop and the writing after it: interpreter, imports,
-reading and checking the score, building the engine, loading the stems),
-engine (the render loop; the file is written meanwhile on another thread),
-write (the writing left when the loop ends) and the writer thread's own
-busy time. Every variant's file must have the same sha256 as the first
+says (``--timings``; older checkouts do not), its parts: start-up
+(everything but the engine and the writing after it: interpreter, imports,
+the compile-cache check, reading and checking the score, building the
+engine, loading the stems), of which the loads ("lines": running the
+score's lines, which decode the stems); engine (the render loop without
+its lines; the file is written meanwhile on another thread); write (the
+writing left when the loop ends) and the writer thread's own busy time. Every variant's file must have the same sha256 as the first
 variant's (bit-identical output across checkouts), or the run fails.
 """
 
@@ -47,8 +48,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SECONDS = 300.0
-TIMINGS = re.compile(r"timings: setup ([\d.]+) s, engine ([\d.]+) s, finish ([\d.]+) s, "
-                     r"writer busy ([\d.]+) s")
+TIMINGS = re.compile(r"timings: setup ([\d.]+) s, lines ([\d.]+) s, engine ([\d.]+) s, "
+                     r"finish ([\d.]+) s, writer busy ([\d.]+) s")
 
 
 def write_reference_score(folder: str) -> str:
@@ -99,9 +100,9 @@ def run_stemdeck(score: str, out: str, seconds: float, src: str | None) -> dict:
     result = {"wall": wall, "sha256": hashlib.sha256(Path(out).read_bytes()).hexdigest()}
     m = TIMINGS.search(run.stderr)
     if m:
-        setup, engine, finish, busy = map(float, m.groups())
-        result.update(startup=wall - engine - finish, setup=setup, engine=engine, write=finish,
-                      writer_busy=busy)
+        setup, lines, engine, finish, busy = map(float, m.groups())
+        result.update(startup=wall - engine - finish, setup=setup, lines=lines, engine=engine,
+                      write=finish, writer_busy=busy)
     return result
 
 
@@ -132,8 +133,9 @@ def p90(values: list[float]) -> float:
 
 
 def report(results: dict, seconds: float) -> str:
-    parts = ("wall", "startup", "engine", "write", "writer_busy")
-    head = "| variant | whole command, median | p90 | start-up | engine | write (after the loop) | writer busy | x real time |"
+    parts = ("wall", "startup", "lines", "engine", "write", "writer_busy")
+    head = ("| variant | whole command, median | p90 | start-up | of which loads | engine | "
+            "write (after the loop) | writer busy | x real time |")
     out = [f"`stemdeck render` of {seconds:g} s of the reference score (fresh process per run), "
            "and scsynth -N of the same work; seconds, median (p90) over the runs", "", head,
            "| --- " * (head.count("|") - 1) + "|"]

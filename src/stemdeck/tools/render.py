@@ -133,8 +133,8 @@ def run(args) -> int:
     peak_text = "silent" if peak == -math.inf else f"peak {peak:.1f} dBFS"
     if args.timings:
         t = info["times"]
-        print(f"timings: setup {t['setup']:.3f} s, engine {t['engine']:.3f} s, finish "
-              f"{t['finish']:.3f} s, writer busy {t['writer_busy']:.3f} s", file=sys.stderr)
+        print(f"timings: setup {t['setup']:.3f} s, lines {t['lines']:.3f} s, engine {t['engine']:.3f} s, "
+              f"finish {t['finish']:.3f} s, writer busy {t['writer_busy']:.3f} s", file=sys.stderr)
     print(f"rendered {info['seconds']:.3f} s ({info['frames']} frames at {info['sample_rate']} Hz, "
           f"{info['format']} {info['subtype']}, {peak_text}) to {info['path']}")
     return 0
@@ -164,9 +164,9 @@ def render_score(score_path, out_path, *, sample_rate: int = 44100, block_size: 
     from stemdeck import app
 
     tempo_kw = app.controller_tempo(tempo)       # read --bpm-config once: a bad one warns once
-    total, files = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), tempo_kw)
-    return _render(lines, frames_of, total, files, os.fspath(out_path), sample_rate, block_size,
-                   fmt, subtype, progress, tempo, tempo_kw)
+    total = _plan(lines, frames_of, sample_rate, duration, os.fspath(score_path), tempo_kw)
+    return _render(lines, frames_of, total, os.fspath(out_path), sample_rate, block_size, fmt,
+                   subtype, progress, tempo, tempo_kw)
 
 
 def _check_options(out_path, sample_rate, block_size, duration, fmt, subtype):
@@ -220,23 +220,22 @@ class _Replies:
             raise ScoreError(f"{line.where}: {address}: {reason}")
 
 
-def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> tuple[int, list]:
+def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> int:
     """Run the score through the handlers without audio (headers only, no
     decoding): every semantic error surfaces now, with its line; returns
-    the number of frames to render and the files the score loads, in order."""
+    the number of frames to render."""
     from stemdeck import app
     from stemdeck.control.planning import RecordingEngine
-    from stemdeck.tools.render_prefetch import ProbePlan
+    from stemdeck.media.simple_loaders import ProbeLoader
 
     replies = _Replies()
     engine = RecordingEngine(sample_rate, base_bpm=tempo_kw.get("base_bpm", 120.0))
-    probe = ProbePlan()
-    planner = app.assemble(engine, probe, reply=replies, **tempo_kw).controller
+    planner = app.assemble(engine, ProbeLoader(), reply=replies, **tempo_kw).controller
     for line, frame in zip(lines, frames_of):
         planner.dispatch(line.call, at=frame)
         replies.check(line)
     if duration is not None:
-        return max(1, round(duration * sample_rate)), probe.asked
+        return max(1, round(duration * sample_rate))
     plan = planner.plan()
     if plan["loops"]:
         shown = ", ".join(f"buffer {b}" + (f" ({name})" if name else "") for b, name in plan["loops"][:4])
@@ -245,20 +244,19 @@ def _plan(lines, frames_of, sample_rate, duration, score_name, tempo_kw) -> tupl
                          "so it has no natural end: give --duration SECONDS, or end the score "
                          "with /stop_stem, /fade or /mixer_cleanup")
     end = max(plan["end_frame"], frames_of[-1])
-    return end + round(TAIL_SECONDS * sample_rate), probe.asked
+    return end + round(TAIL_SECONDS * sample_rate)
 
 
-def _render(lines, frames_of, total, files, out, sample_rate, block_size, fmt, subtype, progress,
+def _render(lines, frames_of, total, out, sample_rate, block_size, fmt, subtype, progress,
             tempo, tempo_kw) -> dict:
     from stemdeck import app
     from stemdeck.audio.pcm_writer import CHUNK_FRAMES, PcmWriter
-    from stemdeck.tools.render_prefetch import PrefetchLoader
+    from stemdeck.media.simple_loaders import ImmediateLoader
 
     t_setup = time.perf_counter()
-    loader = PrefetchLoader(files)        # decodes while the engine is built and its kernels load
     engine = app.build_engine(sample_rate, tempo=tempo, max_block=block_size)
     replies = _Replies()
-    controller = app.assemble(engine, loader, reply=replies, **tempo_kw).controller
+    controller = app.assemble(engine, ImmediateLoader(), reply=replies, **tempo_kw).controller
     folder = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix=".stemdeck-render-", suffix=".part", dir=folder)
     os.close(fd)
@@ -270,14 +268,17 @@ def _render(lines, frames_of, total, files, out, sample_rate, block_size, fmt, s
                            chunk_frames=block_size * max(1, CHUNK_FRAMES // block_size))
         with bar:
             t_loop = time.perf_counter()
-            i, frame, shown = 0, 0, 0
+            i, frame, shown, t_lines = 0, 0, 0, 0.0
             chunk, filled = writer.take(), 0
             while frame < total:
                 n = min(block_size, total - frame)
-                while i < len(lines) and frames_of[i] < frame + n:
-                    controller.dispatch(lines[i].call, at=frames_of[i])
-                    replies.check(lines[i])
-                    i += 1
+                if i < len(lines) and frames_of[i] < frame + n:
+                    t = time.perf_counter()
+                    while i < len(lines) and frames_of[i] < frame + n:
+                        controller.dispatch(lines[i].call, at=frames_of[i])
+                        replies.check(lines[i])
+                        i += 1
+                    t_lines += time.perf_counter() - t
                 engine.render(chunk[filled:filled + n])
                 controller.poll()             # the engine's events: hands freed samples back
                 dropped = engine.commands_dropped()
@@ -328,11 +329,12 @@ def _render(lines, frames_of, total, files, out, sample_rate, block_size, fmt, s
         "peak_dbfs": 20 * math.log10(peak) if peak > 0 else -math.inf,
         "lines": len(lines),
         "late_commands": late,     # offline every command lands on its frame: always 0
-        # where the time went (--timings): building the engine and Controller, the render
-        # loop (the writer thread overlaps it; its first lines load their files), the
-        # writing left after the loop, and the writer thread's own work
-        "times": {"setup": t_loop - t_setup, "engine": t_rendered - t_loop,
-                  "finish": t_end - t_rendered, "writer_busy": writer.busy},
+        # where the time went (--timings): building the engine and Controller; running the
+        # score's lines (loading their files); the rest of the render loop (the writer
+        # thread overlaps it); the writing left after the loop; the writer thread's work
+        "times": {"setup": t_loop - t_setup, "lines": t_lines,
+                  "engine": t_rendered - t_loop - t_lines, "finish": t_end - t_rendered,
+                  "writer_busy": writer.busy},
     }
 
 
