@@ -179,8 +179,9 @@ class Engine:
         self._seq += 1
         frame = C.ASAP if at is None else float(at)
         soft = C.SOFT if isinstance(at, C.Soon) else 0     # see commands.Soon
+        # all floats: ring_push is compiled once, not once per int/float mix of arguments
         ok = rings.ring_push(self.state.ring, self.state.ring_index, frame, float(self._seq), float(op | soft),
-                              float(target), a, b, c, d, e, f)
+                              float(target), float(a), float(b), float(c), float(d), float(e), float(f))
         if not ok:
             self.state.counters[L.CT_DROPPED] += 1
         return ok
