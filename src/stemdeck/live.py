@@ -264,7 +264,10 @@ class Server:
                 # returns at once: the server takes commands while the files load
                 start_preload(self.controller, self.preload_items, out=sys.stderr)
             if self.osc is None:                 # else the OSC server's control loop polls the Controller
-                self._watch_engine_events()
+                from stemdeck.control.engine_wakeup import on_engine_events
+
+                # the engine's events (which free released sample slots); loads call _load_ready
+                on_engine_events(self.loop, self.engine, self.controller.poll)
             if self._score_lines is not None:
                 tasks.append(asyncio.ensure_future(play_score(self.engine, self.controller, self._score_lines,
                                                               on_start=self._score_started)))
@@ -374,19 +377,6 @@ class Server:
         loop = self.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.controller.poll)
-
-    def _watch_engine_events(self) -> None:
-        """Without an OSC server: poll the Controller when the engine posts events
-        (which frees released sample slots); finished loads call :meth:`_load_ready`."""
-        from stemdeck.control.engine_wakeup import engine_wakeup
-
-        wakeup = engine_wakeup(self.engine)
-
-        def drain():
-            wakeup.clear()
-            self.controller.poll()
-
-        self.loop.add_reader(wakeup, drain)
 
     async def _late_callback(self, ms: float) -> None:
         target = self.engine.frame + self.engine.sample_rate // 2

@@ -78,3 +78,17 @@ def engine_wakeup(engine) -> EngineWakeup | None:
         # the state arrays (and a callback writing to the descriptor) go with the engine
         weakref.finalize(engine, w._close)
     return w
+
+
+def on_engine_events(loop, engine, callback) -> None:
+    """Call ``callback()`` on asyncio ``loop``'s thread whenever ``engine`` posts
+    events (the wake-up is cleared first, so none is missed)."""
+    wakeup = engine_wakeup(engine)
+    if wakeup is None:
+        return
+
+    def drain():
+        wakeup.clear()
+        callback()
+
+    loop.add_reader(wakeup, drain)

@@ -49,7 +49,6 @@ from stemdeck.config import QUIT_FROM_WORDS, SETTINGS
 from stemdeck.control import osc_wire as wire
 from stemdeck.control import spec
 from stemdeck.control.access import MediaRoots, parse_allow
-from stemdeck.control.engine_wakeup import engine_wakeup
 from stemdeck.control.frame_clock import FrameClock
 from stemdeck.control.osc.addresses import in_networks, peer_text
 from stemdeck.control.osc.counters import Counters, RateLimitedLog
@@ -152,6 +151,8 @@ class OscServer:
             raise RuntimeError("OscServer already started")
         self._started = True
         self.controller = controller
+        from stemdeck.control.engine_wakeup import engine_wakeup   # numba: only for a running server
+
         self._engine_dropped_seen = self.engine.commands_dropped()
         self.clock.sample(force=True)
         self.transport.start(on_packet=self._packet, on_refuse=self.reporter.fail,
