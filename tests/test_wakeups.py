@@ -20,6 +20,8 @@ from signals import dc, onset
 BLOCK = 256
 IDLE_WAKEUPS_PER_S = 40          # a generous bound; a 5 ms ticker wakes 200 times a second
 AUDIO_THREADS = {"sd-null-clock"}  # the audio clock must tick every block
+# threads with nothing to do while nothing plays and nobody subscribes (they woke 25, 200 and 2 times a second)
+ASLEEP_WHEN_IDLE = {"sd-readahead": 0.5, "sd-osc-reporter": 0.5, "sd-telemetry": 1.0}
 
 
 def _voluntary_switches(pid: int) -> dict[str, int]:
@@ -62,6 +64,9 @@ def test_an_idle_server_does_not_wake_on_a_timer(serve_null):
     busy = {name: round(rate) for name, rate in rates.items()
             if rate > IDLE_WAKEUPS_PER_S and name.split(" ")[0] not in AUDIO_THREADS}
     assert not busy, f"threads waking more than {IDLE_WAKEUPS_PER_S} times a second while idle: {busy}"
+    awake = {name: round(rate, 2) for name, rate in rates.items()
+             if rate > ASLEEP_WHEN_IDLE.get(name.split(" ")[0], float("inf"))}
+    assert not awake, f"threads with nothing to do woke while idle (per second): {awake}"
 
 
 def test_notify_events_come_promptly_after_idleness(serve_null, tmp_path):

@@ -149,7 +149,8 @@ class ReadAhead:
         self.engine = engine
         self.seconds = float(seconds)
         self.interval = min(float(interval), self.seconds / 2)
-        self._starts: list[int] = []              # frames of starts not yet seen playing
+        self._starts: list[tuple[int, float]] = []   # (frame, give up at) of starts not yet looked at
+        self._tick_frame = 0                          # engine frame when the last look began
         self._starts_lock = threading.Lock()
         self._playing = False
         self._regions: dict[int, np.ndarray] = {}     # sample address -> array (kept alive here)
@@ -179,8 +180,11 @@ class ReadAhead:
 
     def voice_starting(self, frame: int | None = None) -> None:
         """A stem starts at engine ``frame`` (None: now): follow it (any thread)."""
+        now = int(self.engine.frame)
+        frame = now if frame is None else int(frame)
+        give_up = time.monotonic() + max(0, frame - now) / self.engine.sample_rate + START_GRACE_S
         with self._starts_lock:
-            self._starts.append(int(self.engine.frame if frame is None else frame))
+            self._starts.append((frame, give_up))
         self._wake.set()
 
     def warm(self, samples: np.ndarray, frame: int) -> None:
@@ -222,20 +226,19 @@ class ReadAhead:
             self._wake.clear()
 
     def _next_look(self) -> float | None:
-        """Seconds until the next look: ``interval`` while voices play; else
-        when the next pending start is due; else never (until woken)."""
-        sr = self.engine.sample_rate
+        """Seconds until the next look: ``interval`` while voices play, sooner
+        if a start is pending (just after its frame is rendered); never while
+        nothing plays and no start is pending (until woken)."""
+        wait = self.interval if self._playing else None
+        t = time.monotonic()
         with self._starts_lock:
-            if self._playing:
-                self._starts.clear()
-                return self.interval
-            now = int(self.engine.frame)
-            self._starts = [f for f in self._starts if f + START_GRACE_S * sr > now]
+            # the last look began after a start's block was rendered: it saw that voice
+            self._starts = [(f, end) for f, end in self._starts if f >= self._tick_frame and end > t]
             if not self._starts:
-                return None
-            first = min(self._starts)
-        # a start's frame is rendered a block or so after it is due: look just after
-        return min(self.interval, max(0.01, (first - now) / sr + 0.01))
+                return wait
+            first = min(f for f, _ in self._starts)
+        until = max(0.01, (first - int(self.engine.frame)) / self.engine.sample_rate + 0.01)
+        return until if wait is None else min(wait, until)
 
     def tick(self) -> None:
         """One look at the playing voices (also callable directly, in tests)."""
@@ -243,6 +246,7 @@ class ReadAhead:
             samples, frame = self._warm.popleft()
             populate(samples, frame - 4, frame + self._span(1.0))
         regions = self._regions
+        self._tick_frame = int(self.engine.frame)
         voices = self.engine.voice_regions() if regions else []
         self._playing = bool(voices)
         if not regions:
