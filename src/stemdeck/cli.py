@@ -33,11 +33,14 @@ ENGINE_COMMANDS = {"serve", "render", "demo", "tune", "bench"}   # they compile 
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad flags already; add how to get help."""
+    """argparse exits 2 on bad flags already; make it one line, pointing at
+    this (sub)command's own --help, as every other usage error is."""
 
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+        head, sep, rest = message.partition(": ")
+        if head.startswith("argument ") and rest.startswith(head[len("argument "):].split("/")[0] + " "):
+            message = rest               # our type functions name the flag already: say it once
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -60,7 +63,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             raise StemdeckError(f"the '{name}' command cannot be loaded ({module_name}): {exc}") from exc
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -71,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except StemdeckError as exc:
         print(f"stemdeck: {exc}", file=sys.stderr)
         return 1
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:       # the subcommand's parser says so, pointing at its own --help
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             progress = ensure_compiled()       # reports any later compile too, until the command ends
         return int(args._run(args) or 0)
     except UsageError as exc:
-        print(f"stemdeck {args.command}: error: {exc}", file=sys.stderr)
+        print(f"stemdeck {args.command}: error: {exc} (see 'stemdeck {args.command} --help')", file=sys.stderr)
         return 2
     except StemdeckError as exc:
         print(f"stemdeck {args.command}: {exc}", file=sys.stderr)

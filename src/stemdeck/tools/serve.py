@@ -48,13 +48,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reconnect", metavar="SECONDS", type=_reconnect, default=DEFAULT_RECONNECT,
                    help=f"when the audio device is lost, keep trying to reopen it this long "
                         f"(default {DEFAULT_RECONNECT:g}; 0: exit at once)")
-    g.add_argument("--no-movement-bpm", dest="movement_bpm", action="store_const", const="off",
-                   help="ignore /dance/total_movement (the same as --movement-bpm off)")
+    g.add_argument("--no-movement-bpm", dest="movement_bpm", action=_DeprecatedMovementFlag, nargs=0,
+                   help="deprecated: give --movement-bpm off")
     g.add_argument("-v", "--verbose", action="store_true", help="also log debugging detail")
+    from stemdeck.control import startup_flags
     from stemdeck.media import preload
 
     app.add_osc_arguments(parser)
     preload.add_arguments(parser)
+    startup_flags.add_arguments(parser)
+
+
+class _DeprecatedMovementFlag(argparse.Action):
+    """``--no-movement-bpm``: the one way is ``--movement-bpm off`` (a setting); this still works, with a note."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.movement_bpm = "off"
+        namespace.deprecated = [*getattr(namespace, "deprecated", []),
+                                "--no-movement-bpm is deprecated: give --movement-bpm off"]
+
+
+def _start_up_actions(server, lines) -> None:
+    """Play the crowdstream flags' messages once the server is ready, as
+    ``--score`` plays its lines (the Controller's handlers, at exact frames)."""
+    if not lines:
+        return
+    import asyncio
+    import threading
+
+    from stemdeck.control.osc.server import CLOCK_ADDRESSES
+    from stemdeck.control.score_player import play_score
+
+    class WakingController:
+        """The Controller, plus the wake the OSC server gives the reporter after a
+        clock message (``--watch``'s /print_clock would otherwise wait for one)."""
+
+        def dispatch(self, call, **kw):
+            server.controller.dispatch(call, **kw)
+            if call.address in CLOCK_ADDRESSES and server.osc is not None:
+                server.osc.reporter.wake()
+
+    def start():
+        if server.wait_ready():
+            server.call_soon(lambda: asyncio.ensure_future(
+                play_score(server.engine, WakingController(), lines, on_start=lambda frame: None)))
+
+    threading.Thread(target=start, name="sd-startup-flags", daemon=True).start()
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -77,13 +116,19 @@ def _stop_during_startup(signum, frame):
 
 
 def run(args) -> int:
+    from stemdeck.control import startup_flags
+
+    startup_flags.apply_stretch_method(args)
     settings = config.resolve(args, app.SERVE_SETTINGS)
+    start_up = startup_flags.plan(args)
     _setup_logging(getattr(args, "verbose", False))
     say_line("stemdeck serve")
-    for line in settings.describe():
+    for line in settings.describe() + startup_flags.describe(start_up):
         say_line(line)
-    for warning in settings.warnings:
+    for warning in settings.warnings + getattr(args, "deprecated", []):
         say_line(f"warning: {warning}", sys.stderr)
+    for note in startup_flags.notes(args):
+        say_line(f"note: {note}", sys.stderr)
     try:
         from stemdeck.media.preload import read_sources
 
@@ -97,6 +142,7 @@ def run(args) -> int:
     previous = {sig: signal.signal(sig, _stop_during_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.build()
+        _start_up_actions(server, start_up)
         return server.run()
     except _StopDuringStartup as exc:
         say_line(f"stopped by {exc} during start-up")

@@ -24,18 +24,39 @@ SETTINGS = ("host", "port")
 REPLY = "/status.json.reply"
 
 
-def _timeout(text: str) -> float:
+PORT_HINT = "give the port the server listens on, 1 to 65535"
+
+
+def _in_range(flag: str, text: str, kind, lo, hi, hint: str):
+    """``text`` as ``kind`` within lo..hi, else argparse's one-line error with ``hint``."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout {text!r}: give seconds, e.g. 2") from None
-    if not 0.05 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"--timeout {text!r}: give 0.05 to 60 seconds")
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{flag} {text!r}: {hint}")
     return value
 
 
+def _timeout(text: str) -> float:
+    return _in_range("--timeout", text, float, 0.05, 60, "give 0.05 to 60 seconds, e.g. 2")
+
+
+def _port(text: str) -> str:
+    _in_range("--port", text, int, 1, 65535, PORT_HINT)
+    return text                      # resolved as a setting (flag > environment > config file)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, SETTINGS)
+    # --host and --port name the server to ask; they resolve like serve's settings, but
+    # their help is this command's (serve's --port 0 means nothing here).
+    config.add_arguments(parser, ())
+    host, port = config.SETTINGS["host"], config.SETTINGS["port"]
+    for s, what, kind in ((host, "address of the server to ask (0.0.0.0 and :: ask this machine)", None),
+                          (port, "UDP port the server listens on, 1 to 65535", _port)):
+        parser.add_argument(s.flag, dest=s.name, metavar=s.metavar, default=None, type=kind,
+                            help=f"{what}. Env {', '.join(s.env)}; {config.CONFIG_FILE_NAME} [{s.section}] "
+                                 f"{s.key}; default: {s.show(s.default)}, as serve")
     parser.add_argument("--timeout", type=_timeout, default=2.0, metavar="S",
                         help="how long to wait for the answer (default 2 s)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON document as is")
@@ -116,7 +137,7 @@ def show(doc: dict, out=None) -> None:
 def run(args) -> int:
     settings = config.resolve(args, SETTINGS)
     if settings.port == 0:
-        raise UsageError("--port 0 means 'any free port' for serve; give the port the server listens on")
+        raise UsageError(f"port 0 (from {settings.source('port')}): {PORT_HINT}")
     doc = ask(settings.host, settings.port, args.timeout)
     if args.json:
         print(json.dumps(doc, indent=2))
