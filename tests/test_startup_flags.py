@@ -167,3 +167,22 @@ def test_both_buffer_size_variables_warn_which_wins(tmp_path):
         client.send("/quit")
         proc.communicate(timeout=30)
         client.close()
+
+
+def test_preload_and_disable_time_stretch(tmp_path):
+    write_wav(tmp_path, "c.wav", _tone(330))
+    write_wav(tmp_path, "d.wav", _tone(220))
+    port = free_port()
+    proc, startup = start_serve(["--backend", "null", "--port", str(port), "--c_preload", "c.wav", "--d", "d.wav",
+                                 "--disable-time-stretch", "--rate", "1.5", "--vol", "0.5"], cwd=tmp_path)
+    client = Client(("127.0.0.1", port))
+    try:
+        assert "/play_stem 3100 1.5 0.5 1 0" in startup
+        doc = _wait_status(client, lambda d: _playing(d) == {2100: False, 3100: True})
+        assert _playing(doc) == {2100: False, 3100: True}          # preloaded C waits; D plays
+        bpm = {b["id"]: b["bpm"] for d in doc["decks"] for b in d["buffers"]}
+        assert bpm == {2100: 0.0, 3100: 0.0}                        # they ignore the master tempo
+    finally:
+        client.send("/quit")
+        proc.communicate(timeout=30)
+        client.close()

@@ -4,13 +4,15 @@
                    [--backend portaudio|null] [--latency low|high|SECONDS]
                    [--record FILE.wav] [--score FILE] [--realtime] [--reconnect SECONDS]
                    [--stats-interval SECONDS] [--host ADDR] [--port PORT] [--config FILE]
+                   [crowdstream's --a/--b/--c/--d FILE --rate --vol --ab --levels --c_at ...]
 
 Resolves the settings (flag > environment > stemdeck.toml > platform
 default, :mod:`stemdeck.config`) and prints each with its source, then runs
 a :class:`~stemdeck.live.Server` with the OSC server until SIGINT or
 SIGTERM (a signal during start-up, while the engine compiles, also ends it
 cleanly). ``--score FILE`` plays a score file live; ``--record FILE``
-records the master output (see :mod:`stemdeck.live`).
+records the master output (see :mod:`stemdeck.live`). crowdstream's start-up
+flags become OSC messages played the same way (:mod:`stemdeck.control.startup_flags`).
 """
 
 from __future__ import annotations
