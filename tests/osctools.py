@@ -181,10 +181,10 @@ class Client:
         return self.expect(reply or address + ".reply", timeout)
 
     def status(self) -> dict:
-        from stemdeck.control import spec
+        """The server's summary figures (/status.json; /status.reply has scsynth's layout)."""
+        import json
 
-        args = self.ask("/status", reply="/status.reply")
-        return {name: value for (name, _, _), value in zip(spec.STATUS_FIELDS, args)}
+        return json.loads(self.ask("/status.json")[0])
 
     def close(self):
         self.sock.close()

@@ -476,15 +476,17 @@ def test_status_reply_has_the_documented_fields():
     engine, c = make(hooks={"status": lambda: {"buffer_size": 256, "uptime_s": 1.5}})
     c.handle("/load_buffer", [100, "a.wav"])
     (address, args), = c.handle("/status", [])
-    assert address == "/status.reply" and len(args) == len(spec.STATUS_FIELDS)
-    info = dict(zip([f[0] for f in spec.STATUS_FIELDS], args))
-    assert info["sample_rate"] == 44100 and info["buffers_loaded"] == 1
-    assert info["buffer_size"] == 256 and info["uptime_s"] == 1.5 and info["bar"] == 1
-    for (name, tag, _), value in zip(spec.STATUS_FIELDS, args):
+    assert address == "/status.reply" and len(args) == len(spec.SCSYNTH_STATUS_FIELDS) == 9
+    info = dict(zip([f[0] for f in spec.SCSYNTH_STATUS_FIELDS], args))
+    assert info["unused"] == 1 and info["groups"] == 4 and info["synthdefs"] == 1
+    assert info["nominal_sr"] == info["actual_sr"] == 44100
+    for (name, tag, *_), value in zip(spec.SCSYNTH_STATUS_FIELDS, args):
         assert isinstance(value, int if tag == "i" else float), name
     (address, (text,)), = c.handle("/status.json", [])
     import json
     detail = json.loads(text)
+    assert detail["sample_rate"] == 44100 and detail["buffers_loaded"] == 1
+    assert detail["buffer_size"] == 256 and detail["uptime_s"] == 1.5 and detail["bar"] == 1
     assert detail["decks"][0]["buffers"][0]["id"] == 100
     assert c.handle("/version", [])[0][1][0] == "stemdeck"
     assert not any(math.isnan(float(a)) for a in args)

@@ -35,6 +35,10 @@ working unchanged, plus SuperCollider-style replies and timetagged bundles.
   any other ID (0-8190) plays on deck A. ID 8191 is reserved for `/test_tone`.
 - **EQ bands:** `low` (below 250 Hz), `mid`, `high` (above 2.5 kHz); crowdstream's
   prefixes (`lo`, `mi`, `hi`) and `0`, `1`, `2` are accepted. The EQ is always on.
+- **Extra arguments:** the live server ignores values past a message's last argument,
+  and empty arrays (crowdstream's clients send `/reset` as python-osc's `[]`), as
+  crowdstream did; `/status.json` counts them (`osc.ignored_arguments`) and the log says
+  so once per address. A score refuses them. See docs/from-crowdstream.md.
 - **Errors:** every rejected message (unknown address, wrong argument count or type,
   NaN, infinity, out of range, unknown deck, band or buffer) gets one
   `/fail <address> <reason>` and changes nothing.
@@ -140,10 +144,19 @@ def generate() -> str:
         for msg in msgs:
             lines += _message(msg)
     lines += ["## `/status.reply`", "",
-              "The reply to `/status` and `/get_status`: one message, these arguments in order.",
-              "", "| # | field | type | meaning |", "| --- | --- | --- | --- |"]
-    for i, (name, tag, doc) in enumerate(spec.STATUS_FIELDS, start=1):
-        lines.append(f"| {i} | `{name}` | `{tag}` | {doc} |")
+              "The reply to `/status` and `/get_status`: one message in scsynth's layout, these "
+              "arguments in order (`d` is a 64-bit float), so a SuperCollider client reads it "
+              "as it reads scsynth's.", "",
+              "| # | field | type | scsynth | stemdeck |", "| --- | --- | --- | --- | --- |"]
+    for i, (name, tag, theirs, ours, _source) in enumerate(spec.SCSYNTH_STATUS_FIELDS, start=1):
+        lines.append(f"| {i} | `{name}` | `{tag}` | {theirs} | {ours} |")
+    lines += ["", "## `/status.json` summary", "",
+              "The top-level figures of `/status.json.reply` (also logged by `/get_status`); the "
+              "document adds the tempo, stretch, movement, cache, output, the OSC counters (`osc`, "
+              "e.g. `ignored_arguments`) and every deck.", "",
+              "| field | JSON type | meaning |", "| --- | --- | --- |"]
+    for name, tag, doc in spec.STATUS_FIELDS:
+        lines.append(f"| `{name}` | {'integer' if tag == 'i' else 'number'} | {doc} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -303,6 +303,21 @@ class Handlers:
         for reason in fails:
             self._fail(ctx.sender, "/start_group", reason)
 
+    def on_schedule_c_at(self, ctx, *, seconds):
+        buffer_id = spec.DECK_BUFFER_RANGES[2][0]
+        buf = self.book.require(buffer_id)
+        frame = round(seconds * self.sample_rate)        # frames since the engine started
+        at, frame = (ctx.at, ctx.now) if frame <= ctx.now else (frame, frame)
+        self.engine.play(buffer_id, rate=1.0, volume=DEFAULT_VOLUME, loop=True, start=0.0, at=at)
+        self._voice_start(buffer_id, 2, frame, loop=True, rate=1.0, volume=DEFAULT_VOLUME,
+                          length=buf.frames)
+
+    def on_dummy(self, ctx, *, words):
+        log.info("/dummy %s", " ".join(words) if words else "(no words)")
+        if words and words[0].strip().lower() == "schedule_c_at":
+            call = spec.parse("/schedule_c_at", words[1:2])
+            self.on_schedule_c_at(ctx, **call.values)
+
     # -- handlers: status and server -------------------------------------------------------------------------
 
     def on_get_status(self, ctx):
@@ -332,12 +347,14 @@ class Handlers:
         self._emit(ctx.sender, "/version.reply", "stemdeck", major, minor, "." + parts[2], "", "")
 
     def on_notify(self, ctx, *, on, client_id=None):
-        # client_id: sclang sends one; scsynth uses it to tag replies, we need not
         hook = self.hooks.get("notify")
         if hook is None:
             raise CommandError("/notify is only available on a live server")
         hook(ctx.sender, on)
-        self._done(ctx.sender, "/notify")
+        # sclang reads its client ID (and max logins) from the /done, as scsynth sends them
+        ids = self.__dict__.setdefault("_client_ids", {})     # sender -> client ID
+        self._done(ctx.sender, "/notify", client_id_for(ids, ctx.sender, client_id, on),
+                   spec.MAX_LOGINS)
 
     def on_quit(self, ctx):
         hook = self.hooks.get("quit")
@@ -345,3 +362,22 @@ class Handlers:
             raise CommandError("/quit is only available on a live server")
         self._done(ctx.sender, "/quit")
         hook(ctx.sender)
+
+
+def client_id_for(ids: dict, sender, asked, on: bool) -> int:
+    """scsynth's client ID for a ``/notify``: the sender's own if it has one, else
+    the one asked for if free, else the lowest free one; unsubscribing frees it."""
+    current = ids.get(sender)
+    if current is None:
+        taken = set(ids.values())
+        if asked is not None and asked < spec.MAX_LOGINS and asked not in taken:
+            current = asked
+        else:
+            current = next((i for i in range(spec.MAX_LOGINS) if i not in taken), None)
+        if current is None:                 # all taken: share 0, remember nothing (bounded)
+            return 0
+    if on:
+        ids[sender] = current
+    else:
+        ids.pop(sender, None)
+    return current

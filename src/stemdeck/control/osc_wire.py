@@ -47,6 +47,10 @@ _U64 = struct.Struct(">Q")
 _F64 = struct.Struct(">d")
 
 
+class Double(float):
+    """A float sent as an OSC double (``d``), as scsynth's ``/status.reply`` sample rates are."""
+
+
 class WireError(Exception):
     """A packet that is not valid OSC. ``reason`` is for the person who sent
     it; ``address`` is the message's address when it could be read."""
@@ -257,7 +261,7 @@ def _pad_string(text: str) -> bytes:
 
 
 def encode_message(address: str, args=()) -> bytes:
-    """Build one message: int -> i (h beyond 32 bits), float -> f, str -> s
+    """Build one message: int -> i (h beyond 32 bits), float -> f (:class:`Double` -> d), str -> s
     (always valid UTF-8: a NUL inside, or a byte that was not UTF-8, is
     written as the four characters ``\\xNN``), bytes -> b, bool -> T/F,
     None -> N."""
@@ -277,6 +281,9 @@ def encode_message(address: str, args=()) -> bytes:
             else:
                 tags.append("h")
                 parts.append(_I64.pack(value))
+        elif isinstance(value, Double):
+            tags.append("d")
+            parts.append(_F64.pack(value))
         elif isinstance(value, float):
             tags.append("f")
             parts.append(_F32.pack(value))

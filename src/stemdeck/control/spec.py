@@ -39,7 +39,8 @@ from stemdeck.errors import CommandError
 BAND_NAMES = ("low", "mid", "high")
 MAX_SECONDS = 86400.0    # a day: the longest time offset any message accepts
 
-#: ``/status.reply`` arguments, in order (scsynth-style: one flat message).
+#: The summary figures: the top-level fields of ``/status.json`` (and of the
+#: ``/get_status`` log line), read by :mod:`stemdeck.control.status`.
 STATUS_FIELDS = (
     ("sample_rate", "i", "engine sample rate, Hz"),
     ("buffer_size", "i", "audio block size, frames (0 offline)"),
@@ -56,6 +57,28 @@ STATUS_FIELDS = (
     ("uptime_s", "f", "seconds since the server started (or since the render began)"),
     ("late_commands", "i", "commands that ran after their frame"),
 )
+
+#: ``/status.reply`` as scsynth sends it, so that a SuperCollider client reads it
+#: unchanged: (field, OSC tag, scsynth's meaning, stemdeck's meaning, the
+#: STATUS_FIELDS name it comes from, or a constant).
+SCSYNTH_STATUS_FIELDS = (
+    ("unused", "i", "unused", "always 1", 1),
+    ("ugens", "i", "unit generators running", "stems playing now", "voices_playing"),
+    ("synths", "i", "synths running", "stems playing now", "voices_playing"),
+    ("groups", "i", "groups", f"decks: always {DECKS}", DECKS),
+    ("synthdefs", "i", "synth definitions loaded", "buffer IDs holding a sample", "buffers_loaded"),
+    ("avg_cpu", "f", "average CPU of the audio thread, percent",
+     "DSP load: render time / block period, average, percent", "dsp_load_avg"),
+    ("peak_cpu", "f", "peak CPU of the audio thread, percent",
+     "DSP load, peak, percent", "dsp_load_peak"),
+    ("nominal_sr", "d", "nominal sample rate", "engine sample rate, Hz", "sample_rate"),
+    ("actual_sr", "d", "measured sample rate",
+     "engine sample rate, Hz (the device's drift is not measured)", "sample_rate"),
+)
+
+#: ``/done /notify client_id max_logins``: how many clients scsynth's sclang may
+#: expect to share the server (its ``-l`` default); client IDs are 0..MAX_LOGINS-1.
+MAX_LOGINS = 64
 
 REQUIRED = object()
 
@@ -158,13 +181,16 @@ def _looks_numeric(v) -> bool:
 
 
 def _start_group_order(args: list) -> list:
-    """``/start_group start_at deck...`` or ``/start_group deck... start_at``."""
+    """``/start_group start_at deck...``, or the start time anywhere among deck
+    letters (``A B 8.0``, ``A 8.0 B``), as crowdstream found "the float among
+    args": the last number is the start time when the first argument is not one."""
     if not args:
         return args
     if _looks_numeric(args[0]):
         return args
-    if _looks_numeric(args[-1]):
-        return [args[-1]] + list(args[:-1])
+    for i in range(len(args) - 1, 0, -1):
+        if _looks_numeric(args[i]):
+            return [args[i]] + list(args[:i]) + list(args[i + 1:])
     raise CommandError("/start_group: missing start_at: give the start time in seconds "
                        "first or last, e.g. /start_group 4.0 A B")
 
@@ -408,20 +434,42 @@ MESSAGES: tuple[Message, ...] = (
          Arg("deck", "deck", "the decks to start, one or more", variadic=True)),
         example="/start_group 8.0 A B",
         reply="`/fail /start_group reason` for each deck left out",
-        notes="The start time may also come last (`/start_group A B 8.0`). Starts each deck's "
+        notes="The start time may also come last or between the decks (`/start_group A B 8.0`, "
+              "`/start_group A 8.0 B`), as crowdstream took it. Starts each deck's "
               "cued stem; a deck already playing is left alone. A deck still loading delays "
               "the whole group until it is ready; a deck that failed to load is left out. "
               "Quantised (`/quantize`, or a `quantize` given to `/cue`: the coarsest of the "
               "group's decks wins), the group starts on the first boundary at or after `start_at`.",
         reorder=_start_group_order),
+    Message(
+        "/schedule_c_at", "schedule_c_at", "Start deck C's buffer 2100 at a time since the server "
+        "started.", "Timed control",
+        (Arg("seconds", "float", "seconds of audio since the server started (frame 0); a time "
+                                 "already past starts at once", 0.0, MAX_SECONDS, unit="s"),),
+        example="/schedule_c_at 8.0",
+        notes="As crowdstream (its `--c_at` start-up flag's message): plays buffer 2100 looping at "
+              "rate 1, volume 0.8, from the start; the buffer must be loaded (or loading) first. "
+              "Unlike `start_at`, the time counts from the server's start, not from `/reset`."),
+    Message(
+        "/dummy", "dummy", "Log the message's words (crowdstream's test message).", "Timed control",
+        (Arg("words", "string", "anything; `schedule_c_at seconds` runs `/schedule_c_at seconds`",
+             default=(), variadic=True, default_text="none"),),
+        example="/dummy hello",
+        notes="crowdstream's debugging message: the server logs it. As there, `/dummy schedule_c_at "
+              "8.0` is `/schedule_c_at 8.0`."),
     # --- status and server (SuperCollider conventions) ---
     Message(
-        "/get_status", "get_status", "Report the server's state (and log it).",
+        "/get_status", "get_status", "Log the server's state (and report it).",
         "Status and server", (), example="/get_status",
-        reply="`/status.reply` (see below)"),
+        reply="`/status.reply` (see below)",
+        notes="As crowdstream: the server logs its state (the summary figures of `/status.json` "
+              "and the deck levels). It also answers `/status.reply`, the same as `/status`."),
     Message(
-        "/status", "status", "Report the server's state (scsynth style).", "Status and server",
-        (), example="/status", reply="`/status.reply` (see below)", origin="scsynth"),
+        "/status", "status", "Report the server's state (scsynth's layout).", "Status and server",
+        (), example="/status", reply="`/status.reply` (see below)", origin="scsynth",
+        notes="The nine fields scsynth sends, each mapped to a stemdeck figure (see "
+              "`/status.reply` below), so a SuperCollider client reads it unchanged. "
+              "stemdeck's own figures are in `/status.json`."),
     Message(
         "/status.json", "status_json", "Report the state as one JSON string, per deck.",
         "Status and server", (), example="/status.json",
@@ -434,14 +482,16 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "/version", "version", "Report the stemdeck version.", "Status and server", (),
         example="/version",
-        reply="`/version.reply stemdeck major minor patch`", origin="scsynth"),
+        reply="`/version.reply stemdeck major minor .patch branch commit`", origin="scsynth",
+        notes="scsynth's six fields: the program name (`stemdeck`), major and minor as ints, "
+              "the patch as a string with its leading dot (`.0`), then the git branch and "
+              "commit, which are empty strings (an installed package has neither)."),
     Message(
         "/notify", "notify", "Subscribe the sender to events (or unsubscribe).",
         "Status and server", (Arg("on", "bool", "1 subscribe, 0 unsubscribe"),
-                              Arg("client_id", "int", "SuperCollider's client ID, as sclang sends it "
-                                                      "(accepted and ignored)", 0, 2**31 - 1, None,
-                                  default_text="none")),
-        example="/notify 1", reply="`/done /notify`; then `/loaded id`, `/ended id`, "
+                              Arg("client_id", "int", "the client ID asked for, as sclang sends it",
+                                  0, 2**31 - 1, None, default_text="none")),
+        example="/notify 1", reply="`/done /notify client_id max_logins`; then `/loaded id`, `/ended id`, "
                                    "`/underrun count`, `/late seconds address`, `/beat bar beat`, "
                                    "`/device lost reason`, `/device back seconds_out`, "
                                    "`/file what path outcome`, `/server stopping why`",
@@ -453,7 +503,10 @@ MESSAGES: tuple[Message, ...] = (
               "renamed over it) or `moved`; `outcome` is `copied` (played on from memory), `kept` "
               "(the old data plays on), `silenced` (an unused cached sample, dropped) or `failed` "
               "(no memory for a copy: its stems went silent); see docs/media.md. "
-              "`/server stopping why` comes just before the server stops.",
+              "`/server stopping why` comes just before the server stops. As scsynth, the "
+              f"`/done` carries the sender's client ID (0..{MAX_LOGINS - 1}: the one asked for "
+              "if no other sender holds it, else the lowest free one; a sender keeps its ID "
+              f"until it unsubscribes) and the most clients expected ({MAX_LOGINS}).",
         origin="scsynth", live_only=True),
     Message(
         "/quit", "quit", "Stop the server.", "Status and server", (), example="/quit",
@@ -469,6 +522,21 @@ MESSAGES: tuple[Message, ...] = (
 
 BY_ADDRESS: dict[str, Message] = {m.address: m for m in MESSAGES}
 assert len(BY_ADDRESS) == len(MESSAGES), "duplicate address in the message table"
+
+
+def wire_args(address: str, args) -> tuple[list, int]:
+    """What the OSC server takes of a message's arguments, as crowdstream's did:
+    empty arrays are dropped (python-osc's ``send_message("/reset", [])`` sends
+    one) and values past the message's last argument are ignored. Returns
+    (arguments, how many were dropped). Scores stay strict (:func:`parse`)."""
+    kept = [a for a in args if not (isinstance(a, list) and not a)]
+    dropped = len(args) - len(kept)
+    msg = BY_ADDRESS.get(address)
+    hi = msg.max_args if msg is not None else None
+    if hi is not None and len(kept) > hi:
+        dropped += len(kept) - hi
+        kept = kept[:hi]
+    return kept, dropped
 
 
 def lookup(address: str) -> Message:

@@ -1,4 +1,4 @@
-"""What the Controller reports: ``/status.reply``'s fields and ``/status.json``'s detail, read from its parts and the engine.
+"""What the Controller reports: ``/status.reply`` (scsynth's layout), the summary figures and ``/status.json``'s detail, read from its parts and the engine.
 
 Control thread (the status handlers); the reporter thread never calls these.
 """
@@ -6,12 +6,13 @@ Control thread (the status handlers); the reporter thread never calls these.
 from __future__ import annotations
 
 from stemdeck.control import spec
+from stemdeck.control.osc_wire import Double
 from stemdeck.control.tempo import engine_clock
 from stemdeck.engine.commands import DECK_NAMES, DECKS
 
 
 def summary(ctl) -> dict:
-    """The ``/status.reply`` fields by name (the server's ``status`` hook adds its own)."""
+    """The summary figures by name (spec.STATUS_FIELDS; the server's ``status`` hook adds its own)."""
     st = ctl.engine.stats()
     bar, beat, _ = ctl.clock()
     info = {name: 0 for name, _, _ in spec.STATUS_FIELDS}
@@ -30,9 +31,13 @@ def summary(ctl) -> dict:
 
 
 def args(ctl) -> tuple:
-    """``/status.reply``'s arguments, in the table's order and types."""
+    """``/status.reply``'s arguments as scsynth lays them out (spec.SCSYNTH_STATUS_FIELDS)."""
     info = summary(ctl)
-    return tuple(int(info[n]) if t == "i" else float(info[n]) for n, t, _ in spec.STATUS_FIELDS)
+    out = []
+    for _name, tag, _sc, _ours, source in spec.SCSYNTH_STATUS_FIELDS:
+        value = info[source] if isinstance(source, str) else source
+        out.append(int(value) if tag == "i" else Double(value) if tag == "d" else float(value))
+    return tuple(out)
 
 
 def detail(ctl) -> dict:

@@ -33,6 +33,7 @@ class Counters:
     replies_dropped: int = 0     # replies the socket could not take
     notifications: int = 0
     internal_errors: int = 0
+    ignored_arguments: int = 0   # extra trailing arguments and empty arrays, ignored as crowdstream did
     tcp_clients: int = 0
 
 

@@ -104,6 +104,7 @@ class OscServer:
         self.ratelog = RateLimitedLog(self.log)
         self.c = Counters()
         self.by_address: dict[str, list[int]] = {}     # address -> [accepted, refused]
+        self._ignored_said: set[str] = set()             # addresses whose extra arguments were logged
         self.clock = FrameClock(engine, output_latency=output_latency)
         self.controller = None
         self._stop = threading.Event()
@@ -290,7 +291,9 @@ class OscServer:
             self.reporter.fail(sender, address, "server busy: the engine's command queue is full; "
                                                 "message dropped (send fewer messages per second)")
             return
-        args = msg.args
+        args, ignored = spec.wire_args(address, msg.args)
+        if ignored:
+            self._ignored(address, ignored)
         paths = spec.path_args(address) if self.media is not None else ()
         if paths:
             args = list(args)
@@ -316,6 +319,16 @@ class OscServer:
             self._engine_dropped_seen = dropped
             self.ratelog(logging.WARNING, "OSC: the engine's command queue overflowed: "
                          "%d commands dropped so far", c.engine_dropped)
+
+    def _ignored(self, address: str, n: int) -> None:
+        """Extra arguments (or python-osc's empty array), ignored as crowdstream
+        did: counted, and said once per address."""
+        self.c.ignored_arguments += n
+        if address in spec.BY_ADDRESS and address not in self._ignored_said:
+            self._ignored_said.add(address)
+            self.log.info("OSC: %s: %d argument%s ignored (usage: %s); further ones are only "
+                          "counted (/status.json osc.ignored_arguments)", address, n,
+                          "" if n == 1 else "s", spec.BY_ADDRESS[address].usage())
 
     # -- /quit ------------------------------------------------------------------------------------------------
 
