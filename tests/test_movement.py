@@ -223,7 +223,7 @@ def test_no_movement_bpm_ignores_the_messages(caplog):
         r.send(0.0)
     assert r.bpm_after(2.0) == 120.0
     assert r.c.movement == 0.0 and r.c.movement_target is None
-    assert sum("--no-movement-bpm" in rec.getMessage() for rec in caplog.records) == 1   # said once
+    assert sum("--movement-bpm off" in rec.getMessage() for rec in caplog.records) == 1   # said once
     detail = json.loads(r.c.handle("/status.json")[0][1][0])
     assert detail["movement"]["enabled"] is False
 

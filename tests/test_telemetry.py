@@ -56,10 +56,13 @@ def test_flags_and_late_callbacks_from_one_glitch_count_once(engine):
     callbacks(engine, 1, flags=UNDERFLOW)    # ...that the host then flags
     callbacks(engine, 50)
     snap = t.sample()
-    assert snap["overruns"] == 1 and snap["underflows"] == 1
-    assert snap["underruns"] == 1 and snap["new_underruns"] == 1
+    # one overrun, and more only if a busy machine preempted this ordinary
+    # thread past a period elsewhere; the host's flag right after it adds none
+    late = snap["overruns"]
+    assert late >= 1 and snap["underflows"] == 1
+    assert snap["underruns"] == late and snap["new_underruns"] == late
     callbacks(engine, 3, flags=UNDERFLOW)    # flagged only: the host was late, not us
-    assert t.sample()["underruns"] == 4
+    assert t.sample()["underruns"] == late + 3
 
 
 def test_a_late_callback_says_why(engine, caplog):
@@ -70,9 +73,9 @@ def test_a_late_callback_says_why(engine, caplog):
     engine.make_late(10_000)                 # a 10 ms busy loop in a 5.8 ms period
     callbacks(engine, 1)
     st = t.stats()
-    assert st["overruns"] == 1 and st["callbacks_slept"] == 0 and st["late_slept"] == 0
+    assert st["overruns"] >= 1 and st["callbacks_slept"] == 0 and st["late_slept"] == 0
     # its CPU time is measured: most of the 10 ms unless this ordinary thread lost its CPU meanwhile
-    assert st["callback_max_cpu_ns"] > 2e6 or st["late_preempted"] + st["late_stolen"] == 1
+    assert st["callback_max_cpu_ns"] > 2e6 or st["late_preempted"] + st["late_stolen"] >= 1
     assert st["late_stolen"] == 0 or st["callback_max_cpu_ns"] < 5e6
     assert "steal time" in tm._extras({"late_stolen": 2}) and "slept inside 3" in tm._extras({"callbacks_slept": 3})
 
@@ -86,7 +89,10 @@ def test_percentiles_and_load_come_from_the_callback_durations(engine):
     period_ms = 256 / SR * 1000
     assert st["callbacks_measured"] == 201
     assert st["period_ms"] == pytest.approx(period_ms)
-    assert 3.0 <= st["callback_max_ms"] < 10.0           # (a loaded machine may preempt the test)
+    # the slowest callback measured, in ms: at least the 3 ms one (more when a busy
+    # machine preempted this ordinary thread mid-callback: 10.9 ms was seen with two hogs)
+    assert st["callback_max_ms"] == pytest.approx(engine.callback_durations().max() / 1e6)
+    assert st["callback_max_ms"] >= 3.0
     assert st["dsp_load_max"] == pytest.approx(100 * st["callback_max_ms"] / period_ms)
     assert st["callback_p50_ms"] < 0.5 and st["callback_p50_ms"] <= st["callback_p99_ms"]
     # the rule: a callback longer than its period is an underrun. 3 ms fits in
@@ -140,11 +146,16 @@ def test_summary_line_every_stats_interval_from_the_reporter_thread(engine, capl
 
 
 def test_cpu_percent_is_measured(engine):
+    """The process's CPU over the wall time since the last sample: 0.3 s of
+    CPU burnt here, in however much wall time a busy machine gives it."""
+    cpu0, wall0 = time.process_time(), time.monotonic()
     t = Telemetry(engine, block_size=256, sample_rate=SR)
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
-    assert t.sample()["cpu_percent"] > 30
+    cpu_percent = t.sample()["cpu_percent"]
+    expected = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    assert cpu_percent == pytest.approx(expected, rel=0.25)
 
 
 def test_sampling_for_hours_does_not_grow_memory(engine):

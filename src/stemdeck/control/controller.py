@@ -81,7 +81,7 @@ class Controller(Handlers):
     ``movement``: the :class:`~stemdeck.control.movement.MovementConfig` for
     ``/dance/total_movement`` (``--bpm-config``, read with
     :func:`~stemdeck.control.movement.load_movement_config`; None: the
-    documented defaults). ``movement_bpm=False`` (``--no-movement-bpm``)
+    documented defaults). ``movement_bpm=False`` (``--movement-bpm off``)
     ignores those messages. ``quantize``: the ``/quantize`` grid to start
     with (0 off). The Rubber Band engine (``--keylock-engine``) is the
     Engine's own argument.

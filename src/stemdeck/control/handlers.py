@@ -219,7 +219,7 @@ class Handlers:
         if not self.movement_bpm:
             if not self._movement_ignored:
                 self._movement_ignored = True
-                log.info("/dance/total_movement ignored: the server runs with --no-movement-bpm")
+                log.info("/dance/total_movement ignored: the server runs with --movement-bpm off")
             return
         config = self.movement_config
         target = config.target_bpm(value)

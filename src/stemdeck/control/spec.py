@@ -394,7 +394,7 @@ MESSAGES: tuple[Message, ...] = (
               "starts a linear ramp from the current tempo that would reach the target in 30 s "
               "going down and 14.7 s going up (the config's transition time and up/down "
               "smoothing); a stream of messages makes crowdstream's smooth exponential approach. "
-              "Ignored when the server runs with `--no-movement-bpm`."),
+              "Ignored when the server runs with `--movement-bpm off`."),
     Message(
         "/reset", "reset", "Set time zero (and bar 1) to now.", "Timed control", (),
         example="/reset",
