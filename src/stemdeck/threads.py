@@ -45,11 +45,25 @@ def name_this_thread(name: str) -> bool:
     return False
 
 
+class _NamedThread(threading.Thread):
+    """Its ``start()`` returns once the new thread has named itself, so that
+    whoever looks right after (``top -H``, a test) sees the name."""
+
+    def __init__(self, target, name, daemon, args, kwargs):
+        super().__init__(name=name, daemon=daemon, args=args, kwargs=kwargs)
+        self._os_target = target
+        self._named = threading.Event()
+
+    def run(self):
+        name_this_thread(self.name)
+        self._named.set()
+        self._os_target(*self._args, **self._kwargs)
+
+    def start(self):
+        super().start()
+        self._named.wait(5.0)
+
+
 def thread(target, name: str, *, daemon: bool = True, args=(), kwargs=None) -> threading.Thread:
     """A (not yet started) thread called ``name`` in Python and by the OS."""
-
-    def run(*a, **kw):
-        name_this_thread(name)
-        target(*a, **kw)
-
-    return threading.Thread(target=run, name=name, daemon=daemon, args=args, kwargs=kwargs or {})
+    return _NamedThread(target, name, daemon, args, kwargs or {})
